@@ -1,0 +1,160 @@
+//! Domain events: the facts the log records. Their wire form is `ca.v1.Event` (protobuf);
+//! the conversion lives in `ca-proto`'s `convert` module and nowhere else.
+
+use crate::keys::KeyAlgorithm;
+use crate::{Serial, UnixSeconds};
+
+/// One fact in the log. Deliberately exhaustive: adding a kind must break every match
+/// (conversion, projections, rendering) until it is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    CaInitialized(CaInitialized),
+    CertificateIssued(CertificateIssued),
+    CertificateRevoked(CertificateRevoked),
+    CrlPublished(CrlPublished),
+    AccountRegistered { account_id: String, jwk_json: Vec<u8>, contact: Vec<String> },
+    AccountKeyChanged { account_id: String, jwk_json: Vec<u8> },
+    AccountDeactivated { account_id: String },
+    OrderCreated { order_id: String, account_id: String, identifiers: Vec<String> },
+    AuthorizationValidated { authz_id: String, challenge_type: String },
+    AuthorizationInvalidated { authz_id: String, detail: String },
+    OrderFinalized { order_id: String, serial: Serial },
+}
+
+impl Event {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::CaInitialized(_) => "ca_initialized",
+            Event::CertificateIssued(_) => "certificate_issued",
+            Event::CertificateRevoked(_) => "certificate_revoked",
+            Event::CrlPublished(_) => "crl_published",
+            Event::AccountRegistered { .. } => "account_registered",
+            Event::AccountKeyChanged { .. } => "account_key_changed",
+            Event::AccountDeactivated { .. } => "account_deactivated",
+            Event::OrderCreated { .. } => "order_created",
+            Event::AuthorizationValidated { .. } => "authorization_validated",
+            Event::AuthorizationInvalidated { .. } => "authorization_invalidated",
+            Event::OrderFinalized { .. } => "order_finalized",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaInitialized {
+    pub root_der: Vec<u8>,
+    pub intermediate_der: Vec<u8>,
+    pub key_algorithm: KeyAlgorithm,
+    pub imported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateIssued {
+    pub serial: Serial,
+    pub certificate_der: Vec<u8>,
+    pub profile: String,
+    pub requester: String,
+    pub not_before: UnixSeconds,
+    pub not_after: UnixSeconds,
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRevoked {
+    pub serial: Serial,
+    pub reason: RevocationReason,
+    pub revoked_at: UnixSeconds,
+    pub requester: String,
+    pub invalidity_date: Option<UnixSeconds>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlPublished {
+    pub number: u64,
+    pub this_update: UnixSeconds,
+    pub next_update: UnixSeconds,
+    /// `Some(base)` for a delta CRL.
+    pub delta_base: Option<u64>,
+}
+
+/// RFC 5280 CRLReason (5.3.1). Code 7 is unused by the RFC and rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum RevocationReason {
+    #[default]
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    RemoveFromCrl,
+    PrivilegeWithdrawn,
+    AaCompromise,
+}
+
+impl RevocationReason {
+    pub const ALL: [RevocationReason; 10] = [
+        RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise,
+        RevocationReason::CaCompromise,
+        RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation,
+        RevocationReason::CertificateHold,
+        RevocationReason::RemoveFromCrl,
+        RevocationReason::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise,
+    ];
+
+    pub fn code(self) -> u32 {
+        match self {
+            RevocationReason::Unspecified => 0,
+            RevocationReason::KeyCompromise => 1,
+            RevocationReason::CaCompromise => 2,
+            RevocationReason::AffiliationChanged => 3,
+            RevocationReason::Superseded => 4,
+            RevocationReason::CessationOfOperation => 5,
+            RevocationReason::CertificateHold => 6,
+            RevocationReason::RemoveFromCrl => 8,
+            RevocationReason::PrivilegeWithdrawn => 9,
+            RevocationReason::AaCompromise => 10,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Result<Self, crate::Error> {
+        Self::ALL.into_iter().find(|r| r.code() == code).ok_or(crate::Error::BadReason(code))
+    }
+
+    /// The RFC 5280 name in camelCase (`keyCompromise`), as openssl and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RevocationReason::Unspecified => "unspecified",
+            RevocationReason::KeyCompromise => "keyCompromise",
+            RevocationReason::CaCompromise => "cACompromise",
+            RevocationReason::AffiliationChanged => "affiliationChanged",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::CessationOfOperation => "cessationOfOperation",
+            RevocationReason::CertificateHold => "certificateHold",
+            RevocationReason::RemoveFromCrl => "removeFromCRL",
+            RevocationReason::PrivilegeWithdrawn => "privilegeWithdrawn",
+            RevocationReason::AaCompromise => "aACompromise",
+        }
+    }
+
+    /// Parse a name (case-insensitive, `-`/`_` ignored) or a numeric code.
+    pub fn parse(s: &str) -> Result<Self, crate::Error> {
+        if let Ok(code) = s.parse::<u32>() {
+            return Self::from_code(code);
+        }
+        let norm =
+            |x: &str| x.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_lowercase();
+        let want = norm(s);
+        Self::ALL.into_iter().find(|r| norm(r.name()) == want).ok_or_else(|| {
+            crate::Error::Config(format!(
+                "unknown revocation reason {s:?}; known: {}",
+                Self::ALL.map(|r| r.name()).join(", ")
+            ))
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! Projections as pure folds over the log. [`Inventory`] is the in-memory form used by
+//! tests, offline tools and (later) read replicas fed by `WatchEvents`; the storage crate
+//! keeps the same state persisted in sled and is checked against this fold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::{CaInitialized, Event, RevocationReason};
+use crate::{Error, Serial, UnixSeconds};
+
+/// What the certificate index holds per serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertEntry {
+    /// Sequence number of the `CertificateIssued` record (the certificate lives there).
+    pub seq: u64,
+    pub not_after: UnixSeconds,
+}
+
+/// What the revoked set holds per serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokedEntry {
+    pub seq: u64,
+    pub reason: RevocationReason,
+    pub revoked_at: UnixSeconds,
+    pub invalidity_date: Option<UnixSeconds>,
+}
+
+/// The state every projection is derived from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub ca: Option<CaInitialized>,
+    pub certs: BTreeMap<Serial, CertEntry>,
+    pub revoked: BTreeMap<Serial, RevokedEntry>,
+    /// `(not_after, serial)`: lets CRL building skip expired entries and lets a sweeper
+    /// find what expires next without scanning every certificate.
+    pub expiry: BTreeSet<(UnixSeconds, Serial)>,
+    pub last_crl_number: u64,
+    /// Sequence number of the last applied record.
+    pub applied: Option<u64>,
+}
+
+impl Inventory {
+    /// Fold one record in. Records must come in sequence order.
+    pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), Error> {
+        let expected = self.applied.map_or(0, |a| a + 1);
+        if seq != expected {
+            return Err(Error::InvalidEvent(format!("record {seq} applied, expected {expected}")));
+        }
+        match event {
+            Event::CaInitialized(ca) => self.ca = Some(ca.clone()),
+            Event::CertificateIssued(c) => {
+                self.certs.insert(c.serial.clone(), CertEntry { seq, not_after: c.not_after });
+                self.expiry.insert((c.not_after, c.serial.clone()));
+            }
+            Event::CertificateRevoked(r) => {
+                self.revoked.insert(
+                    r.serial.clone(),
+                    RevokedEntry {
+                        seq,
+                        reason: r.reason,
+                        revoked_at: r.revoked_at,
+                        invalidity_date: r.invalidity_date,
+                    },
+                );
+            }
+            Event::CrlPublished(c) => {
+                if c.delta_base.is_none() {
+                    self.last_crl_number = self.last_crl_number.max(c.number);
+                }
+            }
+            _ => {}
+        }
+        self.applied = Some(seq);
+        Ok(())
+    }
+
+    /// Revoked certificates that have not yet expired at `now` (what a CRL must list).
+    pub fn unexpired_revoked(&self, now: UnixSeconds) -> impl Iterator<Item = (&Serial, &RevokedEntry)> {
+        self.revoked.iter().filter(move |(s, _)| self.certs.get(*s).is_some_and(|c| c.not_after >= now))
+    }
+}
+
+/// Decide whether a revocation may be recorded: the certificate must exist and not be
+/// revoked already. Pure: the caller supplies the current state and the time.
+pub fn decide_revoke(
+    serial: &Serial,
+    cert: Option<&CertEntry>,
+    revoked: Option<&RevokedEntry>,
+    reason: RevocationReason,
+    invalidity_date: Option<UnixSeconds>,
+    now: UnixSeconds,
+    requester: &str,
+) -> Result<Option<Event>, Error> {
+    if cert.is_none() {
+        return Ok(None);
+    }
+    if revoked.is_some() {
+        return Err(Error::AlreadyRevoked(serial.to_hex()));
+    }
+    if reason == RevocationReason::RemoveFromCrl {
+        return Err(Error::Config(
+            "removeFromCRL is only meaningful in delta CRLs and cannot be requested".into(),
+        ));
+    }
+    Ok(Some(Event::CertificateRevoked(crate::event::CertificateRevoked {
+        serial: serial.clone(),
+        reason,
+        revoked_at: now,
+        requester: requester.to_string(),
+        invalidity_date,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CertificateIssued, CertificateRevoked};
+
+    fn issued(serial: u8, not_after: i64) -> Event {
+        Event::CertificateIssued(CertificateIssued {
+            serial: Serial::from_bytes(&[serial]).unwrap(),
+            certificate_der: vec![],
+            profile: "server".into(),
+            requester: "t".into(),
+            not_before: 0,
+            not_after,
+            names: vec![],
+        })
+    }
+
+    #[test]
+    fn given_issued_and_revoked_then_crl_lists_unexpired_only() {
+        let mut inv = Inventory::default();
+        inv.apply(0, &issued(1, 100)).unwrap();
+        inv.apply(1, &issued(2, 1000)).unwrap();
+        for (seq, s) in [(2, 1u8), (3, 2u8)] {
+            inv.apply(
+                seq,
+                &Event::CertificateRevoked(CertificateRevoked {
+                    serial: Serial::from_bytes(&[s]).unwrap(),
+                    reason: RevocationReason::KeyCompromise,
+                    revoked_at: 50,
+                    requester: "t".into(),
+                    invalidity_date: None,
+                }),
+            )
+            .unwrap();
+        }
+        let listed: Vec<_> = inv.unexpired_revoked(500).map(|(s, _)| s.to_hex()).collect();
+        assert_eq!(listed, vec!["02"]);
+        assert!(inv.apply(7, &issued(3, 1)).is_err(), "gaps are rejected");
+    }
+
+    #[test]
+    fn revoke_decisions() {
+        let s = Serial::from_bytes(&[9]).unwrap();
+        let c = CertEntry { seq: 0, not_after: 10 };
+        assert!(
+            decide_revoke(&s, None, None, RevocationReason::Unspecified, None, 1, "t").unwrap().is_none()
+        );
+        assert!(
+            decide_revoke(&s, Some(&c), None, RevocationReason::Superseded, None, 1, "t").unwrap().is_some()
+        );
+        let r = RevokedEntry {
+            seq: 1,
+            reason: RevocationReason::Superseded,
+            revoked_at: 1,
+            invalidity_date: None,
+        };
+        assert!(matches!(
+            decide_revoke(&s, Some(&c), Some(&r), RevocationReason::Superseded, None, 1, "t"),
+            Err(Error::AlreadyRevoked(_))
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! Wiring: open (or create) the data dir, the event store and the issuing CA, and hold
+//! the shared state the gRPC and HTTP front ends use.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ca_core::ca::{self, CaMaterial, IssuingCa, der_to_pem};
+use ca_core::event::{CaInitialized, Event};
+use ca_core::issue::{Authority, PublicUrls};
+use ca_core::policy::Policy;
+use ca_core::signer::SoftwareSigner;
+use ca_storage::EventStore;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::signing::SigningPool;
+
+/// Files inside a data dir.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn log(&self) -> PathBuf {
+        self.0.join("log")
+    }
+    pub fn keys(&self) -> PathBuf {
+        self.0.join("keys")
+    }
+    pub fn intermediate_key(&self) -> PathBuf {
+        self.keys().join("intermediate.key")
+    }
+    pub fn root_key(&self) -> PathBuf {
+        self.keys().join("root.key")
+    }
+    pub fn root_pem(&self) -> PathBuf {
+        self.0.join("root.pem")
+    }
+    pub fn intermediate_pem(&self) -> PathBuf {
+        self.0.join("intermediate.pem")
+    }
+    pub fn chain_pem(&self) -> PathBuf {
+        self.0.join("chain.pem")
+    }
+}
+
+/// Open the store of a data dir, with an error that says what to do when another process
+/// holds it (sled allows one process per database).
+pub fn open_store(dir: &Path) -> Result<EventStore, AppError> {
+    fs::create_dir_all(dir)?;
+    EventStore::open(&DataDir(dir.to_path_buf()).log()).map_err(|e| {
+        AppError::Config(format!(
+            "cannot open the event log in {}: {e} (is another ca-server using this data dir?)",
+            dir.display()
+        ))
+    })
+}
+
+/// Make sure the store holds a CA: reuse the one recorded, or generate a dev CA (or take
+/// `import`) and record it. Returns the issuing CA ready to sign.
+pub fn ensure_ca(
+    store: &EventStore,
+    dir: &Path,
+    config: &Config,
+    import: Option<CaMaterial>,
+) -> Result<(Arc<IssuingCa>, bool), AppError> {
+    let dd = DataDir(dir.to_path_buf());
+    if let Some(ca) = store.ca()? {
+        if import.is_some() {
+            return Err(AppError::Config(format!(
+                "{} already holds a CA; import into an empty data dir",
+                dir.display()
+            )));
+        }
+        let key = fs::read(dd.intermediate_key()).map_err(|e| {
+            AppError::Config(format!(
+                "the log records a CA but its key {} cannot be read: {e}",
+                dd.intermediate_key().display()
+            ))
+        })?;
+        let signer = Arc::new(SoftwareSigner::from_pkcs8(&key)?);
+        let ica = IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer)?;
+        write_public_files(&dd, &ca.root_der, &ca.intermediate_der)?;
+        return Ok((Arc::new(ica), false));
+    }
+
+    let material = match import {
+        Some(m) => m,
+        None => {
+            tracing::info!(algorithm = %config.ca.key_algorithm, "initializing a new dev CA");
+            ca::generate(config.ca.key_algorithm, &config.ca.name, time::OffsetDateTime::now_utc())?
+        }
+    };
+    // Keys first: a CaInitialized event must never point at a key we failed to keep.
+    fs::create_dir_all(dd.keys())?;
+    set_mode(&dd.keys(), 0o700)?;
+    write_secret(&dd.intermediate_key(), material.intermediate_key.to_pem().as_bytes())?;
+    if let Some(rk) = &material.root_key {
+        write_secret(&dd.root_key(), rk.to_pem().as_bytes())?;
+    }
+    let signer = Arc::new(SoftwareSigner::from_pkcs8(material.intermediate_key.der())?);
+    let ica = IssuingCa::new(material.intermediate_der.clone(), material.root_der.clone(), signer)?;
+    store.append_blocking(vec![Event::CaInitialized(CaInitialized {
+        root_der: material.root_der.clone(),
+        intermediate_der: material.intermediate_der.clone(),
+        key_algorithm: material.algorithm,
+        imported: material.imported,
+    })])?;
+    write_public_files(&dd, &material.root_der, &material.intermediate_der)?;
+    Ok((Arc::new(ica), true))
+}
+
+fn write_public_files(dd: &DataDir, root: &[u8], int: &[u8]) -> Result<(), AppError> {
+    write_atomic(&dd.root_pem(), der_to_pem(root).as_bytes(), 0o644)?;
+    write_atomic(&dd.intermediate_pem(), der_to_pem(int).as_bytes(), 0o644)?;
+    let mut chain = der_to_pem(int);
+    if int != root {
+        chain.push_str(&der_to_pem(root));
+    }
+    write_atomic(&dd.chain_pem(), chain.as_bytes(), 0o644)
+}
+
+/// Private keys: created with mode 0600 from the start (never briefly world-readable).
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
+    write_atomic(path, bytes, 0o600)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    set_mode(path, mode)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), AppError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// Shared state of a running server.
+pub struct App {
+    pub store: EventStore,
+    pub authority: Arc<Authority>,
+    pub pool: SigningPool,
+    pub metrics: Arc<Metrics>,
+    /// Serializes revocations: check-then-append must not race with itself.
+    pub revoke_lock: tokio::sync::Mutex<()>,
+    pub started: Instant,
+    pub public_url: String,
+}
+
+impl App {
+    pub fn new(
+        config: &Config,
+        store: EventStore,
+        ca: Arc<IssuingCa>,
+        public_url: String,
+    ) -> Result<Self, AppError> {
+        let policy = Policy::new(config.policy.clone())?;
+        let urls = PublicUrls::from_base(&public_url)?;
+        let authority = Arc::new(Authority::new(ca, policy, config.profiles.clone(), &urls)?);
+        let metrics = Arc::new(Metrics::default());
+        Ok(App {
+            pool: SigningPool::new(config.workers(), config.signing.queue_depth, metrics.clone()),
+            store,
+            authority,
+            metrics,
+            revoke_lock: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+            public_url,
+        })
+    }
+}
+
+/// Now, in unix seconds.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

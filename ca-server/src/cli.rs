@@ -1,0 +1,145 @@
+//! Command-line interface (the names here are part of the public contract).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ca-server", version, about = "Event-sourced private certificate authority")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirArgs {
+    /// Data directory (event log, CA keys, root.pem) [default: the config's, else ./ca-data].
+    #[arg(long, env = "CA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// Load the config file (or defaults) and apply `--data-dir` over it.
+    pub fn resolve(&self) -> Result<crate::config::Config, crate::error::AppError> {
+        let mut c = crate::config::Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the CA: gRPC API and HTTP (CA certificates, health, metrics).
+    Serve {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// gRPC listen address [default: 127.0.0.1:50051]
+        #[arg(long)]
+        grpc_addr: Option<SocketAddr>,
+        /// HTTP listen address [default: 127.0.0.1:8080]
+        #[arg(long)]
+        http_addr: Option<SocketAddr>,
+        /// Base URL written into certificates' CRL and OCSP/caIssuers URLs [default: http://HTTP_ADDR]
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Create the CA in an empty data dir (generated, or imported with --import-cert/--import-key).
+    Init {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Key algorithm for a generated CA: ecdsa-p256, ecdsa-p384, ed25519, rsa2048, rsa3072, rsa4096.
+        #[arg(long)]
+        key_algorithm: Option<String>,
+        /// Existing issuing CA certificate (PEM) to import.
+        #[arg(long, requires = "import_key")]
+        import_cert: Option<PathBuf>,
+        /// Its PKCS#8 private key (PEM).
+        #[arg(long, requires = "import_cert")]
+        import_key: Option<PathBuf>,
+        /// The chain above the imported CA (PEM, ending with the root); omit for a self-signed CA.
+        #[arg(long, requires = "import_cert")]
+        import_chain: Option<PathBuf>,
+    },
+    /// Offline checks of the event log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the event log as JSON lines.
+    Events {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// A gRPC client for people.
+    Client {
+        /// Server address.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 0 with the head hash, or non-zero naming the first bad record.
+    Verify {
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Sign a CSR (PEM or DER); writes the certificate and its chain as PEM.
+    Sign {
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long, default_value = "")]
+        profile: String,
+        /// Validity in seconds (0 = the profile default).
+        #[arg(long, default_value_t = 0)]
+        validity: u64,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate by serial (hex).
+    Revoke {
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason name (keyCompromise, superseded, ...) or code.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Show one certificate and its status.
+    Get {
+        #[arg(long)]
+        serial: String,
+        /// Print the certificate PEM instead of the summary.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// List certificates (all pages).
+    List {
+        /// valid, revoked, expired (default: all).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Stream log records from a sequence number, then live (JSON lines).
+    Watch {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+}

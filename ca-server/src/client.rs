@@ -1,0 +1,131 @@
+//! `ca-server client ...`: the gRPC API for people at a shell.
+
+use std::path::Path;
+
+use ca_core::event::RevocationReason;
+use ca_proto::convert;
+use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use ca_proto::v1::*;
+use serde_json::json;
+
+use crate::cli::ClientCommand;
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn run(addr: &str, cmd: ClientCommand) -> Result<(), BoxErr> {
+    let mut c = CertificateAuthorityClient::connect(addr.to_string()).await?;
+    match cmd {
+        ClientCommand::Sign { csr, profile, validity, out } => {
+            let csr = std::fs::read(&csr).map_err(|e| format!("reading {}: {e}", csr.display()))?;
+            let r =
+                c.sign_csr(SignCsrRequest { csr, profile, validity_seconds: validity }).await?.into_inner();
+            match out {
+                Some(p) => write_out(&p, &r.certificate_pem)?,
+                None => print!("{}", r.certificate_pem),
+            }
+            eprintln!("serial {}", r.serial);
+        }
+        ClientCommand::Revoke { serial, reason } => {
+            let reason = RevocationReason::parse(&reason)?;
+            let r = c
+                .revoke(RevokeRequest {
+                    serial: serial.clone(),
+                    reason: convert::reason_to_proto(reason) as i32,
+                    invalidity_date_unix: 0,
+                })
+                .await?
+                .into_inner();
+            println!("revoked {serial} ({}) at {}", reason.name(), r.revoked_at_unix);
+        }
+        ClientCommand::Get { serial, pem } => {
+            let info = c
+                .get_certificate(GetCertificateRequest { serial })
+                .await?
+                .into_inner()
+                .certificate
+                .ok_or("empty response")?;
+            if pem {
+                print!("{}", ca_core::ca::der_to_pem(&info.certificate_der));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&info_json(&info))?);
+            }
+        }
+        ClientCommand::List { status, page_size } => {
+            let status = match status.as_deref() {
+                None | Some("all") => CertificateStatus::Unspecified,
+                Some("valid") => CertificateStatus::Valid,
+                Some("revoked") => CertificateStatus::Revoked,
+                Some("expired") => CertificateStatus::Expired,
+                Some(s) => {
+                    return Err(format!("unknown status {s:?}; use valid, revoked, expired or all").into());
+                }
+            };
+            let mut token = String::new();
+            loop {
+                let r = c
+                    .list_certificates(ListCertificatesRequest {
+                        page_size,
+                        page_token: token.clone(),
+                        status: status as i32,
+                    })
+                    .await?
+                    .into_inner();
+                for i in &r.certificates {
+                    println!("{}", info_json(i));
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+        }
+        ClientCommand::Watch { from } => {
+            let mut s = c.watch_events(WatchEventsRequest { from_seq: from }).await?.into_inner();
+            while let Some(rec) = s.message().await? {
+                let kind =
+                    rec.event.as_ref().and_then(|e| e.kind.as_ref()).map(kind_name).unwrap_or("unknown");
+                println!(
+                    "{}",
+                    json!({ "seq": rec.seq, "hash": hex::encode(&rec.hash), "recorded_at_micros": rec.recorded_at_unix_micros, "kind": kind })
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_out(p: &Path, s: &str) -> Result<(), BoxErr> {
+    std::fs::write(p, s).map_err(|e| format!("writing {}: {e}", p.display()).into())
+}
+
+fn info_json(i: &CertificateInfo) -> serde_json::Value {
+    let status = CertificateStatus::try_from(i.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+    let reason = RevocationReason::from_code(i.revocation_reason as u32).map(|r| r.name()).unwrap_or("?");
+    json!({
+        "serial": i.serial,
+        "status": status.trim_start_matches("CERTIFICATE_STATUS_").to_ascii_lowercase(),
+        "profile": i.profile,
+        "names": i.names,
+        "not_before": i.not_before_unix,
+        "not_after": i.not_after_unix,
+        "requester": i.requester,
+        "revoked_at": (i.revoked_at_unix != 0).then_some(i.revoked_at_unix),
+        "revocation_reason": (i.revoked_at_unix != 0).then_some(reason),
+    })
+}
+
+fn kind_name(k: &event::Kind) -> &'static str {
+    match k {
+        event::Kind::CaInitialized(_) => "ca_initialized",
+        event::Kind::CertificateIssued(_) => "certificate_issued",
+        event::Kind::CertificateRevoked(_) => "certificate_revoked",
+        event::Kind::CrlPublished(_) => "crl_published",
+        event::Kind::AccountRegistered(_) => "account_registered",
+        event::Kind::AccountKeyChanged(_) => "account_key_changed",
+        event::Kind::AccountDeactivated(_) => "account_deactivated",
+        event::Kind::OrderCreated(_) => "order_created",
+        event::Kind::AuthorizationValidated(_) => "authorization_validated",
+        event::Kind::AuthorizationInvalidated(_) => "authorization_invalidated",
+        event::Kind::OrderFinalized(_) => "order_finalized",
+    }
+}

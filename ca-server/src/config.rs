@@ -1,0 +1,93 @@
+//! Server configuration: a TOML file (`--config`) overlaid by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ca_core::keys::KeyAlgorithm;
+use ca_core::policy::PolicyConfig;
+use ca_core::profile::Profiles;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// gRPC listen address (loopback by default).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address for CA certificates, health and metrics.
+    pub http_addr: SocketAddr,
+    /// Base URL written into certificates' CDP and AIA; defaults to `http://<http_addr>`.
+    pub public_url: Option<String>,
+    pub ca: CaConfig,
+    pub signing: SigningConfig,
+    pub policy: PolicyConfig,
+    pub profiles: Profiles,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("ca-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            ca: CaConfig::default(),
+            signing: SigningConfig::default(),
+            policy: PolicyConfig::default(),
+            profiles: Profiles::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Organization and name prefix of a generated CA.
+    pub name: String,
+    pub key_algorithm: KeyAlgorithm,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig { name: "ca-server Dev".into(), key_algorithm: KeyAlgorithm::EcdsaP256 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Signing threads; 0 means one per core.
+    pub workers: usize,
+    /// Requests that may wait for a signing thread; beyond it callers get RESOURCE_EXHAUSTED.
+    pub queue_depth: usize,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig { workers: 0, queue_depth: 4096 }
+    }
+}
+
+impl Config {
+    /// Load `path` if given, else defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, AppError> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError::Config(format!("reading {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| AppError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn public_url(&self, bound_http: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound_http}"))
+    }
+
+    pub fn workers(&self) -> usize {
+        if self.signing.workers > 0 {
+            self.signing.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        }
+    }
+}

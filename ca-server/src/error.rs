@@ -1,0 +1,82 @@
+//! The server's one error type, mapped once to a gRPC status and once to an HTTP response.
+//! Internal details (storage errors) are logged, never sent to clients.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ca_core::Error as CoreError;
+use ca_storage::StoreError;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The signing queue is full.
+    #[error("signing queue full ({0} waiting); retry with backoff")]
+    Busy(usize),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl From<std::io::Error> for AppError {
+    fn from(e: std::io::Error) -> Self {
+        AppError::Io(e.to_string())
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(e: AppError) -> Status {
+        match &e {
+            AppError::Core(c) => match c {
+                CoreError::MalformedCsr(_)
+                | CoreError::BadCsrSignature(_)
+                | CoreError::UnsupportedKey { .. }
+                | CoreError::WeakKey { .. }
+                | CoreError::BadNames(_)
+                | CoreError::UnknownProfile { .. }
+                | CoreError::BadSerial(_)
+                | CoreError::BadReason(_) => Status::invalid_argument(e.to_string()),
+                CoreError::NameNotAllowed { .. } | CoreError::ValidityTooLong { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
+                CoreError::AlreadyRevoked(_) => Status::failed_precondition(e.to_string()),
+                CoreError::Config(m) => Status::invalid_argument(m.clone()),
+                _ => internal(&e),
+            },
+            AppError::NotFound(m) => Status::not_found(m.clone()),
+            AppError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+            AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
+            AppError::ShuttingDown => Status::unavailable(e.to_string()),
+            AppError::Store(_) | AppError::Config(_) | AppError::Io(_) => internal(&e),
+        }
+    }
+}
+
+fn internal(e: &AppError) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error; see server logs")
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match Status::from(self).code() {
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+            tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, status.canonical_reason().unwrap_or("error")).into_response()
+    }
+}

@@ -1,0 +1,238 @@
+//! The `ca.v1.CertificateAuthority` gRPC service. Handlers decode the wire message, call
+//! the core or the store, and map errors through `AppError` once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ca_core::Serial;
+use ca_core::event::Event;
+use ca_core::issue::IssueRequest;
+use ca_core::projection::decide_revoke;
+use ca_proto::convert;
+use ca_proto::v1::certificate_authority_server::CertificateAuthority;
+use ca_proto::v1::*;
+use ca_storage::StatusFilter;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::app::{App, now_unix};
+use crate::error::AppError;
+
+pub struct CaService {
+    pub app: Arc<App>,
+}
+
+/// Largest `page_size` honoured by ListCertificates.
+const MAX_PAGE: u32 = 1000;
+
+fn peer<T>(req: &Request<T>) -> String {
+    req.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()))
+}
+
+/// Log every call with its method, outcome and duration.
+fn finish<T>(method: &'static str, started: Instant, r: Result<T, AppError>) -> Result<Response<T>, Status> {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match r {
+        Ok(v) => {
+            tracing::info!(method, outcome = "ok", duration_ms = ms, "grpc");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            let st = Status::from(e);
+            tracing::info!(method, outcome = ?st.code(), duration_ms = ms, message = st.message(), "grpc");
+            Err(st)
+        }
+    }
+}
+
+impl CaService {
+    async fn sign(&self, requester: String, req: SignCsrRequest) -> Result<SignCsrResponse, AppError> {
+        let app = &self.app;
+        let started = Instant::now();
+        let auth = app.authority.clone();
+        let csr = req.csr;
+        let profile = req.profile;
+        let validity = req.validity_seconds;
+        let now = now_unix();
+        let result = app
+            .pool
+            .run(move || {
+                auth.issue(IssueRequest {
+                    csr: &csr,
+                    profile: &profile,
+                    validity_secs: validity,
+                    requester: &requester,
+                    now,
+                })
+            })
+            .await;
+        let issued = match result {
+            Ok(Ok(issued)) => issued,
+            Ok(Err(e)) => {
+                app.metrics.sign_rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            Err(e) => {
+                if matches!(e, AppError::Busy(_)) {
+                    app.metrics.sign_busy.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        let serial = issued.serial.to_hex();
+        let der = issued.certificate_der.clone();
+        // The certificate leaves the process only after its event is durable.
+        if let Err(e) = app.store.append(vec![Event::CertificateIssued(issued)]).await {
+            app.metrics.sign_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        app.metrics.issued.fetch_add(1, Ordering::Relaxed);
+        app.metrics.sign_latency.observe(started.elapsed());
+        let ca = app.authority.ca();
+        let mut pem = ca_core::ca::der_to_pem(&der);
+        pem.push_str(&ca.chain_pem);
+        Ok(SignCsrResponse { serial, certificate_der: der, chain_der: ca.chain_der(), certificate_pem: pem })
+    }
+
+    async fn revoke(&self, requester: String, req: RevokeRequest) -> Result<RevokeResponse, AppError> {
+        let app = &self.app;
+        let serial = Serial::from_hex(&req.serial)?;
+        let reason = convert::reason_from_proto(req.reason)?;
+        let invalidity = (req.invalidity_date_unix != 0).then_some(req.invalidity_date_unix);
+        let _guard = app.revoke_lock.lock().await;
+        let rec = app.store.cert(&serial)?;
+        let now = now_unix();
+        let event = decide_revoke(
+            &serial,
+            rec.as_ref()
+                .map(|r| ca_core::projection::CertEntry { seq: r.issued_seq, not_after: r.issued.not_after })
+                .as_ref(),
+            rec.as_ref().and_then(|r| r.revoked.as_ref()),
+            reason,
+            invalidity,
+            now,
+            &requester,
+        )?
+        .ok_or_else(|| {
+            AppError::NotFound(format!("no certificate with serial {serial} was issued by this CA"))
+        })?;
+        app.store.append(vec![event]).await?;
+        app.metrics.revoked.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%serial, reason = reason.name(), %requester, "certificate revoked");
+        Ok(RevokeResponse { revoked_at_unix: now })
+    }
+
+    fn get(&self, req: GetCertificateRequest) -> Result<GetCertificateResponse, AppError> {
+        let serial = Serial::from_hex(&req.serial)?;
+        let rec = self
+            .app
+            .store
+            .cert(&serial)?
+            .ok_or_else(|| AppError::NotFound(format!("no certificate with serial {serial}")))?;
+        Ok(GetCertificateResponse {
+            certificate: Some(convert::certificate_info(&rec.issued, rec.revoked.as_ref(), now_unix())),
+        })
+    }
+
+    fn list(&self, req: ListCertificatesRequest) -> Result<ListCertificatesResponse, AppError> {
+        let size = match req.page_size {
+            0 => 100,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                Serial::from_hex(&req.page_token)
+                    .map_err(|_| AppError::InvalidArgument("bad page_token".into()))?,
+            )
+        };
+        let filter = match CertificateStatus::try_from(req.status) {
+            Ok(CertificateStatus::Unspecified) => StatusFilter::Any,
+            Ok(CertificateStatus::Valid) => StatusFilter::Valid,
+            Ok(CertificateStatus::Revoked) => StatusFilter::Revoked,
+            Ok(CertificateStatus::Expired) => StatusFilter::Expired,
+            Err(_) => return Err(AppError::InvalidArgument(format!("unknown status filter {}", req.status))),
+        };
+        let now = now_unix();
+        let (recs, next) = self.app.store.list_certs(after.as_ref(), size, filter, now)?;
+        Ok(ListCertificatesResponse {
+            certificates: recs
+                .iter()
+                .map(|r| convert::certificate_info(&r.issued, r.revoked.as_ref(), now))
+                .collect(),
+            next_page_token: next.map(|s| s.to_hex()).unwrap_or_default(),
+        })
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<LogRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CertificateAuthority for CaService {
+    async fn sign_csr(&self, request: Request<SignCsrRequest>) -> Result<Response<SignCsrResponse>, Status> {
+        let t = Instant::now();
+        let who = peer(&request);
+        finish("SignCsr", t, self.sign(who, request.into_inner()).await)
+    }
+
+    async fn revoke(&self, request: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let t = Instant::now();
+        let who = peer(&request);
+        finish("Revoke", t, CaService::revoke(self, who, request.into_inner()).await)
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<GetCertificateRequest>,
+    ) -> Result<Response<GetCertificateResponse>, Status> {
+        finish("GetCertificate", Instant::now(), self.get(request.into_inner()))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<ListCertificatesRequest>,
+    ) -> Result<Response<ListCertificatesResponse>, Status> {
+        finish("ListCertificates", Instant::now(), self.list(request.into_inner()))
+    }
+
+    type WatchEventsStream = RecordStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let from = request.into_inner().from_seq;
+        tracing::info!(method = "WatchEvents", from, "grpc stream opened");
+        let stream = self.app.store.watch(from).map(|r| match r {
+            Ok(rec) => convert::log_record(
+                rec.seq,
+                &rec.prev_hash,
+                &rec.hash,
+                rec.recorded_at_micros,
+                &rec.event_bytes,
+            )
+            .map_err(|e| Status::from(AppError::from(e))),
+            Err(e) => Err(Status::from(AppError::from(e))),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_ca_certificates(
+        &self,
+        _request: Request<GetCaCertificatesRequest>,
+    ) -> Result<Response<GetCaCertificatesResponse>, Status> {
+        let ca = self.app.authority.ca();
+        finish(
+            "GetCaCertificates",
+            Instant::now(),
+            Ok(GetCaCertificatesResponse {
+                root_der: ca.root_der.clone(),
+                intermediate_der: ca.cert_der.clone(),
+                chain_pem: ca.chain_pem.clone(),
+            }),
+        )
+    }
+}

@@ -1,0 +1,14 @@
+//! The CA service. `main.rs` is a thin shell over this library so tests can reuse it.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod offline;
+pub mod render;
+pub mod server;
+pub mod signing;

@@ -1,0 +1,72 @@
+use std::process::ExitCode;
+
+use ca_server::cli::{AuditCommand, Cli, Command};
+use ca_server::{client, offline, server};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
+    match cli.command {
+        Command::Serve { dir, grpc_addr, http_addr, public_url } => {
+            let mut config = dir.resolve()?;
+            if let Some(a) = grpc_addr {
+                config.grpc_addr = a;
+            }
+            if let Some(a) = http_addr {
+                config.http_addr = a;
+            }
+            if public_url.is_some() {
+                config.public_url = public_url;
+            }
+            runtime()?.block_on(async {
+                let running = server::start(config).await?;
+                // Scripts and tests read this line to learn the bound ports.
+                println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr);
+                server::shutdown_signal().await;
+                tracing::info!("shutting down");
+                running.shutdown().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(0)
+            })
+        }
+        Command::Init { dir, key_algorithm, import_cert, import_key, import_chain } => {
+            let config = dir.resolve()?;
+            let import = match (&import_cert, &import_key) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path(), import_chain.as_deref())),
+                _ => None,
+            };
+            offline::init(&config.data_dir.clone(), config, key_algorithm.as_deref(), import)?;
+            Ok(0)
+        }
+        Command::Audit { command: AuditCommand::Verify { dir } } => {
+            Ok(offline::audit_verify(&dir.resolve()?.data_dir)? as u8)
+        }
+        Command::Events { dir, from } => {
+            offline::events(&dir.resolve()?.data_dir, from)?;
+            Ok(0)
+        }
+        Command::Client { addr, command } => {
+            runtime()?.block_on(client::run(&addr, command))?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `serve`: bind the listeners, start gRPC and HTTP, run until SIGTERM/ctrl-c, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ca_proto::v1::certificate_authority_server::CertificateAuthorityServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::grpc::CaService;
+
+/// Largest gRPC message accepted; CSRs themselves are capped lower (64 KiB) with a clear error.
+const MAX_GRPC_MESSAGE: usize = 1 << 20;
+
+/// A started server.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), AppError>>>,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish, flush the log.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.await.map_err(|e| AppError::Io(e.to_string()))??;
+        }
+        self.app.store.flush()?;
+        Ok(())
+    }
+}
+
+/// Open the data dir (creating a dev CA on first start), bind and serve.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|e| AppError::Config(format!("cannot bind gRPC on {}: {e}", config.grpc_addr)))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| AppError::Config(format!("cannot bind HTTP on {}: {e}", config.http_addr)))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let public_url = config.public_url(http_addr);
+
+    let dir = config.data_dir.clone();
+    let cfg = config.clone();
+    let (store, ca, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let store = app::open_store(&dir)?;
+        let (ca, created) = app::ensure_ca(&store, &dir, &cfg, None)?;
+        Ok((store, ca, created))
+    })
+    .await
+    .map_err(|e| AppError::Io(e.to_string()))??;
+    if created {
+        tracing::info!(root = %config.data_dir.join("root.pem").display(), "created a new CA");
+    }
+    let app = Arc::new(App::new(&config, store, ca, public_url.clone())?);
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CertificateAuthorityServer<CaService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ca_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AppError::Config(format!("reflection: {e}")))?;
+    let svc = CertificateAuthorityServer::new(CaService { app: app.clone() })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    // TCP_NODELAY: without it Nagle adds tens of milliseconds to small unary replies.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let mut grpc_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| AppError::Io(format!("gRPC server: {e}")))
+    }));
+
+    let router = crate::http::router(app.clone());
+    let mut http_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| AppError::Io(format!("HTTP server: {e}")))
+    }));
+
+    tracing::info!(%grpc_addr, %http_addr, %public_url, "ca-server listening");
+    Ok(Running { grpc_addr, http_addr, app, shutdown, tasks })
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

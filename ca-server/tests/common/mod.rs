@@ -1,0 +1,163 @@
+//! Test harness: runs the real `ca-server` binary on port 0 and talks to it with real
+//! clients (tonic, openssl, the CLI).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ca-server");
+
+pub struct Server {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .expect("server log file");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn ca-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                panic!("server did not report ready; log:\n{log}");
+            }
+        };
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in ready line {line:?}"))
+                .to_string()
+        };
+        Server {
+            grpc: format!("http://{}", field("grpc=")),
+            http: field("http="),
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub async fn client(&self) -> CertificateAuthorityClient<Channel> {
+        CertificateAuthorityClient::connect(self.grpc.clone()).await.expect("connect gRPC")
+    }
+
+    /// SIGKILL: no shutdown hooks, no final flush.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM and wait for the graceful exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.child.wait().expect("wait")
+    }
+
+    /// A plain HTTP/1.1 GET on the HTTP listener: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(&self.http, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect HTTP");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read");
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head") + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).expect("status").parse().expect("status code");
+    let mut body = buf[head_end..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// A fresh P-256 CSR (DER) for `names` (DNS names or IP addresses).
+pub fn csr_for(names: &[&str]) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().expect("keygen");
+    let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    params.serialize_request(&key).expect("csr").der().to_vec()
+}
+
+/// Run a command, returning (success, stdout+stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run command");
+    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+pub fn openssl(args: &[&str], cwd: &Path) -> (bool, String) {
+    run(Command::new("openssl").args(args).current_dir(cwd))
+}
+
+/// Parse `ca_log_next_seq N` from /metrics.
+pub fn next_seq(server: &Server) -> u64 {
+    let (st, body) = server.http_get("/metrics");
+    assert_eq!(st, 200);
+    let text = String::from_utf8(body).expect("utf8");
+    text.lines()
+        .find_map(|l| l.strip_prefix("ca_log_next_seq "))
+        .expect("ca_log_next_seq in /metrics")
+        .trim()
+        .parse()
+        .expect("number")
+}

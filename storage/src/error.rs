@@ -1,0 +1,54 @@
+//! The crate's one error type.
+
+/// Everything the store can fail with. Corrupt or undecodable data is reported with the
+/// sequence number it was found at; it never panics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// sled reported an error (I/O, its own corruption checks, ...).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+
+    /// A stored record or index entry does not have the layout this crate writes, or the
+    /// log is not a gapless sequence.
+    #[error("record {seq} is corrupt: {detail}")]
+    Corrupt { seq: u64, detail: String },
+
+    /// A record's event bytes are not a decodable `ca.v1.Event`.
+    #[error("record {seq} does not decode: {detail}")]
+    Decode { seq: u64, detail: String },
+
+    /// An event handed to `append` cannot be stored (it does not survive its own encoding).
+    #[error("event cannot be stored: {0}")]
+    InvalidEvent(String),
+
+    /// A caller-supplied argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// There is no record with this sequence number.
+    #[error("no record {0} in the log")]
+    NoSuchRecord(u64),
+
+    /// The store was opened read-only (for audit), so it refuses writes.
+    #[error("the event store was opened read-only")]
+    ReadOnly,
+
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the event store is closed")]
+    Closed,
+
+    /// A write or flush failed earlier. Whether that batch reached the disk is unknown, so
+    /// the store refuses every later write instead of chaining onto a record that may not
+    /// exist after a restart. Reopening the store recovers the durable state.
+    #[error("the event store stopped accepting writes after a storage failure ({0}); restart to recover")]
+    Failed(String),
+
+    /// The data dir was written by an incompatible version of this crate.
+    #[error("store format {found} is not supported (this build reads format {supported})")]
+    Format { found: u32, supported: u32 },
+
+    /// Starting the writer thread or syncing a file failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,196 @@
+//! The persisted projections: the same fold as `ca_core::projection::Inventory::apply`,
+//! written into sled trees. Every operation is an overwrite keyed by the record, so
+//! re-applying a suffix of the log in order (after a crash between the log write and the
+//! `meta` update) converges to the same state.
+
+use std::time::Instant;
+
+use ca_core::Event;
+use ca_core::projection::{CertEntry, RevokedEntry};
+use sled::Batch;
+
+use crate::StoreError;
+use crate::codec;
+
+/// Counters kept in `meta` rather than derived per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProjState {
+    /// Seq of the last `CaInitialized` record (the CA itself lives in the log).
+    pub ca_seq: Option<u64>,
+    /// Highest full (non-delta) CRL number published.
+    pub last_crl: u64,
+    /// Last record folded into the projections.
+    pub through: Option<u64>,
+}
+
+impl ProjState {
+    pub(crate) fn load(meta: &sled::Tree) -> Result<Self, StoreError> {
+        let u64_at = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+            match meta.get(key)? {
+                None => Ok(None),
+                Some(v) => codec::be_u64(&v).map(Some).ok_or_else(|| StoreError::Corrupt {
+                    seq: 0,
+                    detail: format!("meta key {:?} holds {} bytes, expected 8", String::from_utf8_lossy(key), v.len()),
+                }),
+            }
+        };
+        Ok(ProjState {
+            ca_seq: u64_at(codec::META_CA_SEQ)?,
+            last_crl: u64_at(codec::META_LAST_CRL)?.unwrap_or(0),
+            through: u64_at(codec::META_PROJECTED_THROUGH)?,
+        })
+    }
+
+    fn meta_batch(&self) -> Batch {
+        let mut b = Batch::default();
+        match self.through {
+            Some(t) => b.insert(codec::META_PROJECTED_THROUGH, &t.to_be_bytes()[..]),
+            None => b.remove(codec::META_PROJECTED_THROUGH),
+        }
+        match self.ca_seq {
+            Some(s) => b.insert(codec::META_CA_SEQ, &s.to_be_bytes()[..]),
+            None => b.remove(codec::META_CA_SEQ),
+        }
+        b.insert(codec::META_LAST_CRL, &self.last_crl.to_be_bytes()[..]);
+        b
+    }
+}
+
+/// The sled trees of one store.
+#[derive(Clone)]
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    pub log: sled::Tree,
+    pub certs: sled::Tree,
+    pub revoked: sled::Tree,
+    pub expiry: sled::Tree,
+    pub meta: sled::Tree,
+}
+
+impl Trees {
+    pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
+        Ok(Trees {
+            log: db.open_tree("log")?,
+            certs: db.open_tree("certs")?,
+            revoked: db.open_tree("revoked")?,
+            expiry: db.open_tree("expiry")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+}
+
+/// Projection updates for a run of records, applied as one sled batch per tree.
+#[derive(Default)]
+pub(crate) struct ProjBatch {
+    certs: Batch,
+    revoked: Batch,
+    expiry: Batch,
+}
+
+impl ProjBatch {
+    /// Fold one record in; mirrors `Inventory::apply` case by case.
+    pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &Event) {
+        match event {
+            Event::CaInitialized(_) => st.ca_seq = Some(seq),
+            Event::CertificateIssued(c) => {
+                let entry = CertEntry { seq, not_after: c.not_after };
+                self.certs.insert(c.serial.as_bytes(), &codec::cert_value(&entry)[..]);
+                self.expiry.insert(codec::expiry_key(c.not_after, &c.serial), &[][..]);
+            }
+            Event::CertificateRevoked(r) => {
+                let entry = RevokedEntry {
+                    seq,
+                    reason: r.reason,
+                    revoked_at: r.revoked_at,
+                    invalidity_date: r.invalidity_date,
+                };
+                self.revoked.insert(r.serial.as_bytes(), &codec::revoked_value(&entry)[..]);
+            }
+            Event::CrlPublished(c) => {
+                if c.delta_base.is_none() {
+                    st.last_crl = st.last_crl.max(c.number);
+                }
+            }
+            _ => {}
+        }
+        st.through = Some(seq);
+    }
+
+    /// Index trees first, `meta` last: `projected_through` never claims more than the
+    /// trees hold.
+    pub(crate) fn commit(self, trees: &Trees, st: &ProjState) -> Result<(), StoreError> {
+        trees.certs.apply_batch(self.certs)?;
+        trees.revoked.apply_batch(self.revoked)?;
+        trees.expiry.apply_batch(self.expiry)?;
+        trees.meta.apply_batch(st.meta_batch())?;
+        Ok(())
+    }
+}
+
+/// Records folded per sled batch during replay (bounds memory on a big log).
+const REPLAY_CHUNK: u64 = 10_000;
+/// Progress is logged every this many records.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// Fold the log records `from..end` into the projections (and `st`). Returns how many were
+/// folded. `what` names the operation in progress logs.
+pub(crate) fn fold_log(
+    trees: &Trees,
+    st: &mut ProjState,
+    from: u64,
+    end: u64,
+    what: &'static str,
+) -> Result<u64, StoreError> {
+    let started = Instant::now();
+    let mut expected = from;
+    let mut batch = ProjBatch::default();
+    let mut pending = 0u64;
+    if from < end {
+        for item in trees.log.range(codec::log_key(from)..codec::log_key(end)) {
+            let (k, v) = item?;
+            let seq = codec::parse_log_key(&k, expected)?;
+            if seq != expected {
+                return Err(StoreError::Corrupt {
+                    seq: expected,
+                    detail: format!("record missing from the log (the next one is {seq})"),
+                });
+            }
+            let rec = codec::parse_log_value(seq, &v)?;
+            let event = ca_proto::convert::decode_event(rec.event)
+                .map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
+            batch.apply(st, seq, &event);
+            expected += 1;
+            pending += 1;
+            if pending == REPLAY_CHUNK {
+                std::mem::take(&mut batch).commit(trees, st)?;
+                pending = 0;
+            }
+            let done = expected - from;
+            if done % PROGRESS_EVERY == 0 {
+                tracing::info!(
+                    what,
+                    done,
+                    total = end - from,
+                    rate_per_sec = rate(done, started),
+                    "projection replay progress"
+                );
+            }
+        }
+    }
+    if expected != end {
+        return Err(StoreError::Corrupt {
+            seq: expected,
+            detail: format!("record missing from the log (expected records up to {})", end.saturating_sub(1)),
+        });
+    }
+    if pending > 0 {
+        batch.commit(trees, st)?;
+    }
+    Ok(expected - from)
+}
+
+pub(crate) fn rate(n: u64, since: Instant) -> u64 {
+    let secs = since.elapsed().as_secs_f64();
+    if secs > 0.0 { (n as f64 / secs) as u64 } else { n }
+}

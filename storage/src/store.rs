@@ -1,0 +1,796 @@
+//! [`EventStore`]: open/recover, append, reads, projections queries, audit.
+
+use std::fs::File;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use ca_core::chain::{ChainVerifier, GENESIS, Hash, record_hash};
+use ca_core::event::{CaInitialized, CertificateIssued};
+use ca_core::projection::{Inventory, RevokedEntry};
+use ca_core::{Event, Serial};
+use ca_proto::convert::{decode_event, encode_event};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::project::{self, ProjState, Trees};
+use crate::writer::{AppendReq, Cmd, Prepared, Reply, Writer};
+use crate::{StoreError, codec};
+
+/// Capacity of the live broadcast channel feeding `watch`. A watcher further behind than
+/// this falls back to reading the log, so the number bounds memory, not correctness.
+const LIVE_CAPACITY: usize = 4096;
+/// sled page cache cap: keeps a server with millions of certificates well under 300 MB RSS.
+const CACHE_CAPACITY: u64 = 64 << 20;
+
+/// One record of the log, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+    /// Wall-clock time the writer committed the batch (all records of a batch share it).
+    pub recorded_at_micros: i64,
+    /// Exactly the bytes that were hashed: a `ca.v1.Event`.
+    pub event_bytes: Vec<u8>,
+    pub event: Event,
+}
+
+/// A record as stored, undecoded: `(seq, prev_hash, hash, recorded_at_micros, event_bytes)`.
+/// For audit, which must be able to report a record whose event no longer decodes.
+pub type RawRecord = (u64, Hash, Hash, i64, Vec<u8>);
+
+/// Where an appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// A certificate as the inventory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    pub issued: CertificateIssued,
+    pub issued_seq: u64,
+    pub revoked: Option<RevokedEntry>,
+}
+
+/// Which certificates `list_certs` returns. The three non-`Any` filters partition the
+/// inventory: a revoked certificate is `Revoked` whether or not it has expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFilter {
+    #[default]
+    Any,
+    /// Not revoked and `not_after >= now`.
+    Valid,
+    Revoked,
+    /// Not revoked and `not_after < now`.
+    Expired,
+}
+
+/// A successful chain walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainReport {
+    pub records: u64,
+    /// Hash of the last record (`GENESIS` for an empty log).
+    pub head: Hash,
+}
+
+/// The first record at which the chain walk failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {seq}: {detail}")]
+pub struct ChainFailure {
+    pub seq: u64,
+    pub detail: String,
+}
+
+/// Counters an operator graphs (all since this process opened the store).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreMetrics {
+    /// Append calls committed.
+    pub appends_total: u64,
+    /// Group-commit batches (one flush each).
+    pub batches_total: u64,
+    /// Records written.
+    pub records_total: u64,
+    /// Records in the most recent batch.
+    pub last_batch_size: u64,
+    /// Time spent in flushes.
+    pub flush_micros_total: u64,
+    /// Batches whose write or flush failed (each one poisons the store).
+    pub failed_batches_total: u64,
+    /// Commands queued for the writer and not yet picked up.
+    pub pending_requests: u64,
+    /// Records folded into the projections when the store was opened (0 when they were current).
+    pub replayed_at_open: u64,
+}
+
+impl StoreMetrics {
+    pub fn flush_seconds_total(&self) -> f64 {
+        self.flush_micros_total as f64 / 1e6
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// After each batch's `sled` flush, also `fdatasync` sled's data file, so an
+    /// acknowledged batch survives power loss too (at a latency cost; see the crate docs).
+    pub fsync_each_batch: bool,
+    /// For `audit verify` and offline readers: skip the head validation and projection
+    /// catch-up (which could refuse a tampered log or modify projections) and refuse appends.
+    pub read_only: bool,
+}
+
+impl StoreOptions {
+    pub fn fsync_each_batch(mut self, on: bool) -> Self {
+        self.fsync_each_batch = on;
+        self
+    }
+
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub appends: AtomicU64,
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    pub last_batch_size: AtomicU64,
+    pub flush_micros: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub pending: AtomicU64,
+    pub replayed_at_open: AtomicU64,
+}
+
+/// What readers may see: the durable prefix of the log. Updated by the writer after each
+/// flush, before waiters wake.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    pub next_seq: u64,
+    pub head: Option<Appended>,
+    pub ca_seq: Option<u64>,
+    pub last_crl: u64,
+}
+
+/// State shared by handles, the writer and watch streams.
+pub(crate) struct Shared {
+    pub trees: Trees,
+    committed: RwLock<Committed>,
+    failed: RwLock<Option<String>>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub(crate) fn committed(&self) -> Committed {
+        *self.committed.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn head(&self) -> Option<Appended> {
+        self.committed().head
+    }
+
+    pub(crate) fn publish_committed(&self, next_seq: u64, head: Option<Appended>, st: &ProjState) {
+        *self.committed.write().unwrap_or_else(PoisonError::into_inner) =
+            Committed { next_seq, head, ca_seq: st.ca_seq, last_crl: st.last_crl };
+    }
+
+    pub(crate) fn set_failed(&self, msg: String) {
+        *self.failed.write().unwrap_or_else(PoisonError::into_inner) = Some(msg);
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failed.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Read one record by seq, without the committed bound (callers apply it).
+    fn read_raw(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.trees.log.get(codec::log_key(seq))?)
+    }
+
+    /// Up to `max` committed records from `from`, in order; for watch's history phase.
+    pub(crate) fn read_chunk(&self, from: u64, max: u64) -> Result<Vec<Arc<StoredRecord>>, StoreError> {
+        let end = self.committed().next_seq.min(from.saturating_add(max));
+        records(&self.trees.log, from, end).map(|r| r.map(Arc::new)).collect()
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// `None` only during drop (taken to stop the writer).
+    tx: Option<Sender<Cmd>>,
+    /// For `watch` to subscribe; the writer holds the other sender, so receivers see
+    /// `Closed` once the writer has exited.
+    live: broadcast::Sender<Arc<StoredRecord>>,
+    writer: Option<JoinHandle<()>>,
+    read_only: bool,
+}
+
+impl Drop for Inner {
+    /// Stop the writer (it flushes on the way out) and wait for it, so that a reopen of the
+    /// same directory right after the last handle drops finds sled's lock released.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.writer.take()
+            && h.join().is_err()
+        {
+            tracing::error!("event store writer thread panicked");
+        }
+    }
+}
+
+/// The event store: a hash-chained, append-only log in sled with its projections.
+/// Cheap to clone; all clones share one writer thread, which stops when the last clone drops.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.inner.shared.committed();
+        f.debug_struct("EventStore").field("next_seq", &c.next_seq).finish_non_exhaustive()
+    }
+}
+
+impl EventStore {
+    /// Open (or create) the store in `dir`, catch the projections up with the log, and start
+    /// the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            // We flush explicitly, once per batch, from the writer thread.
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = Trees::open(db)?;
+        check_format(&trees, opts.read_only)?;
+
+        let head = last_record(&trees.log, !opts.read_only)?;
+        let next_seq = head.map_or(0, |h| h.seq + 1);
+        let mut st = ProjState::load(&trees.meta)?;
+        let mut replayed = 0;
+        if !opts.read_only {
+            if let Some(t) = st.through
+                && t >= next_seq
+            {
+                return Err(StoreError::Corrupt {
+                    seq: t,
+                    detail: format!(
+                        "projections claim records up to {t} but the log ends at {}",
+                        next_seq as i128 - 1
+                    ),
+                });
+            }
+            let from = st.through.map_or(0, |t| t + 1);
+            if from < next_seq {
+                tracing::info!(from, to = next_seq - 1, "projections are behind the log; replaying");
+                replayed = project::fold_log(&trees, &mut st, from, next_seq, "catch-up")?;
+                trees.db.flush()?;
+            }
+        }
+
+        let fsync_file = if opts.fsync_each_batch {
+            // sled 0.34 keeps its pages in `<dir>/db`; fsync through our own descriptor
+            // flushes the same inode.
+            Some(File::open(dir.join("db"))?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            trees,
+            committed: RwLock::new(Committed {
+                next_seq,
+                head,
+                ca_seq: st.ca_seq,
+                last_crl: st.last_crl,
+            }),
+            failed: RwLock::new(None),
+            metrics: Metrics::default(),
+        });
+        shared.metrics.replayed_at_open.store(replayed, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            live: live.clone(),
+            next_seq,
+            head: head.map_or(GENESIS, |h| h.hash),
+            proj: st,
+            fsync_file,
+            failed: None,
+        };
+        let handle = std::thread::Builder::new().name("ca-log-writer".into()).spawn(move || writer.run())?;
+        tracing::info!(
+            dir = %dir.display(),
+            records = next_seq,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            read_only = opts.read_only,
+            fsync_each_batch = opts.fsync_each_batch,
+            "event store opened"
+        );
+        Ok(EventStore {
+            inner: Arc::new(Inner { shared, tx: Some(tx), live, writer: Some(handle), read_only: opts.read_only }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        self.shared().metrics.pending.fetch_add(1, Ordering::Relaxed);
+        tx.send(cmd).map_err(|_| {
+            self.shared().metrics.pending.fetch_sub(1, Ordering::Relaxed);
+            StoreError::Closed
+        })
+    }
+
+    fn prepare(&self, events: Vec<Event>) -> Result<Vec<Prepared>, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        if let Some(msg) = self.shared().failed() {
+            return Err(StoreError::Failed(msg));
+        }
+        events
+            .into_iter()
+            .map(|e| {
+                let bytes = encode_event(&e);
+                // Readers, watchers and a rebuild all see the decoded bytes, so the writer
+                // folds that same form (e.g. an invalidity date of 0 reads back as none).
+                let event = decode_event(&bytes)
+                    .map_err(|err| StoreError::InvalidEvent(format!("{} does not round-trip: {err}", e.kind())))?;
+                Ok(Prepared { bytes, event })
+            })
+            .collect()
+    }
+
+    /// Append `events` as consecutive records, atomically in one batch. Resolves only after
+    /// the batch has been flushed (see the crate docs for what that guarantees). If this
+    /// future is dropped early the events may still be committed.
+    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = self.prepare(events)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Append(AppendReq { events, reply: Reply::Async(tx) }))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`append`](Self::append) for non-async callers; blocks the thread until durable.
+    pub fn append_blocking(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = self.prepare(events)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Append(AppendReq { events, reply: Reply::Blocking(tx) }))?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn command<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(make(Reply::Blocking(tx)))?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// The last durable record (`None` for an empty log).
+    pub fn head(&self) -> Option<Appended> {
+        self.shared().head()
+    }
+
+    /// The seq the next appended record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.shared().committed().next_seq
+    }
+
+    /// One durable record.
+    pub fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
+        if seq >= self.next_seq() {
+            return Ok(None);
+        }
+        match self.shared().read_raw(seq)? {
+            None => Ok(None),
+            Some(v) => decode_record(seq, &v).map(Some),
+        }
+    }
+
+    /// Durable records from `from` on, as of this call (later appends are not included).
+    pub fn range(&self, from: u64) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
+        records(&self.shared().trees.log, from, self.next_seq())
+    }
+
+    /// Like [`range`](Self::range) but undecoded, for audit.
+    pub fn range_raw(&self, from: u64) -> impl Iterator<Item = Result<RawRecord, StoreError>> + Send + 'static {
+        raw_records(&self.shared().trees.log, from, self.next_seq())
+    }
+
+    /// History from `from`, then live records as they are committed: in order, without gaps
+    /// or duplicates. A consumer that falls behind the live channel reads the log instead,
+    /// so it never misses a record. Ends with `Err(Closed)` when the store shuts down.
+    /// Needs a tokio runtime (history is read on the blocking pool).
+    pub fn watch(
+        &self,
+        from: u64,
+    ) -> impl futures::Stream<Item = Result<Arc<StoredRecord>, StoreError>> + Send + 'static {
+        // Subscribe before reading any history: whatever commits after this point is on
+        // the channel, whatever committed before is in the log.
+        let rx = self.inner.live.subscribe();
+        crate::watch::stream(self.inner.shared.clone(), rx, from)
+    }
+
+    /// The CA recorded by the last `CaInitialized` event.
+    pub fn ca(&self) -> Result<Option<CaInitialized>, StoreError> {
+        let Some(seq) = self.shared().committed().ca_seq else {
+            return Ok(None);
+        };
+        ca_at(self.shared(), seq).map(Some)
+    }
+
+    /// A certificate by serial (durable state only).
+    pub fn cert(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        let next = self.next_seq();
+        let Some(v) = self.shared().trees.certs.get(serial.as_bytes())? else {
+            return Ok(None);
+        };
+        let entry = codec::parse_cert_value(serial.as_bytes(), &v)?;
+        if entry.seq >= next {
+            return Ok(None);
+        }
+        let revoked = self.revoked_entry(serial.as_bytes(), next)?;
+        self.cert_record(serial, entry.seq, revoked).map(Some)
+    }
+
+    fn revoked_entry(&self, serial: &[u8], next: u64) -> Result<Option<RevokedEntry>, StoreError> {
+        match self.shared().trees.revoked.get(serial)? {
+            None => Ok(None),
+            Some(v) => {
+                let e = codec::parse_revoked_value(serial, &v)?;
+                Ok((e.seq < next).then_some(e))
+            }
+        }
+    }
+
+    fn cert_record(&self, serial: &Serial, seq: u64, revoked: Option<RevokedEntry>) -> Result<CertRecord, StoreError> {
+        let v = self.shared().read_raw(seq)?.ok_or_else(|| StoreError::Corrupt {
+            seq,
+            detail: format!("certificate index points serial {serial} at a missing record"),
+        })?;
+        match decode_record(seq, &v)?.event {
+            Event::CertificateIssued(issued) if &issued.serial == serial => {
+                Ok(CertRecord { issued, issued_seq: seq, revoked })
+            }
+            other => Err(StoreError::Corrupt {
+                seq,
+                detail: format!("certificate index points serial {serial} at a {} record", other.kind()),
+            }),
+        }
+    }
+
+    /// A page of certificates ordered by serial bytes, starting after `after`. The second
+    /// value is the last serial returned when the page is full (more may follow): pass it
+    /// back as `after` for the next page.
+    pub fn list_certs(
+        &self,
+        after: Option<&Serial>,
+        limit: usize,
+        filter: StatusFilter,
+        now: i64,
+    ) -> Result<(Vec<CertRecord>, Option<Serial>), StoreError> {
+        let next = self.next_seq();
+        let lower = match after {
+            Some(s) => Bound::Excluded(s.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok((out, None));
+        }
+        let trees = &self.shared().trees;
+        if filter == StatusFilter::Revoked {
+            // The revoked set is usually far smaller than the inventory: walk it instead.
+            for item in trees.revoked.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+                let (k, v) = item?;
+                let r = codec::parse_revoked_value(&k, &v)?;
+                if r.seq >= next {
+                    continue;
+                }
+                let serial = codec::parse_serial(&k)?;
+                let Some(cv) = trees.certs.get(&k)? else { continue };
+                let c = codec::parse_cert_value(&k, &cv)?;
+                if c.seq >= next {
+                    continue;
+                }
+                out.push(self.cert_record(&serial, c.seq, Some(r))?);
+                if out.len() == limit {
+                    return Ok((out, Some(serial)));
+                }
+            }
+            return Ok((out, None));
+        }
+        for item in trees.certs.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+            let (k, v) = item?;
+            let c = codec::parse_cert_value(&k, &v)?;
+            if c.seq >= next {
+                continue;
+            }
+            let revoked = self.revoked_entry(&k, next)?;
+            let keep = match filter {
+                StatusFilter::Any => true,
+                StatusFilter::Valid => revoked.is_none() && c.not_after >= now,
+                StatusFilter::Expired => revoked.is_none() && c.not_after < now,
+                StatusFilter::Revoked => revoked.is_some(),
+            };
+            if !keep {
+                continue;
+            }
+            let serial = codec::parse_serial(&k)?;
+            out.push(self.cert_record(&serial, c.seq, revoked)?);
+            if out.len() == limit {
+                return Ok((out, Some(serial)));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// The revoked set with each certificate's `not_after`, ordered by serial, for CRL
+    /// building. Entries whose certificate is unknown (which `decide_revoke` never lets
+    /// into the log) are skipped, as `Inventory::unexpired_revoked` does.
+    pub fn revoked(&self) -> Result<Vec<(Serial, RevokedEntry, i64)>, StoreError> {
+        let next = self.next_seq();
+        let trees = &self.shared().trees;
+        let mut out = Vec::new();
+        for item in trees.revoked.iter() {
+            let (k, v) = item?;
+            let r = codec::parse_revoked_value(&k, &v)?;
+            if r.seq >= next {
+                continue;
+            }
+            let Some(cv) = trees.certs.get(&k)? else { continue };
+            let c = codec::parse_cert_value(&k, &cv)?;
+            out.push((codec::parse_serial(&k)?, r, c.not_after));
+        }
+        Ok(out)
+    }
+
+    /// The revocation of `serial`, if it is revoked.
+    pub fn is_revoked(&self, serial: &Serial) -> Result<Option<RevokedEntry>, StoreError> {
+        self.revoked_entry(serial.as_bytes(), self.next_seq())
+    }
+
+    /// Highest full CRL number published (0 when none).
+    pub fn last_crl_number(&self) -> Result<u64, StoreError> {
+        Ok(self.shared().committed().last_crl)
+    }
+
+    /// Walk every durable record recomputing the hash chain; report the first bad record.
+    /// A record whose event does not decode counts as bad.
+    pub fn verify_chain(&self) -> Result<ChainReport, ChainFailure> {
+        let next = self.next_seq();
+        let mut v = ChainVerifier::default();
+        for item in self.range_raw(0) {
+            let (seq, prev, hash, _, event) =
+                item.map_err(|e| ChainFailure { seq: failure_seq(&e, v.len()), detail: e.to_string() })?;
+            v.check(seq, &prev, &hash, &event).map_err(|b| ChainFailure { seq: b.seq(), detail: b.to_string() })?;
+            decode_event(&event)
+                .map_err(|e| ChainFailure { seq, detail: format!("event does not decode: {e}") })?;
+        }
+        if v.len() != next {
+            return Err(ChainFailure {
+                seq: v.len(),
+                detail: format!("record missing: the log should hold {next} records but ends after {}", v.len()),
+            });
+        }
+        Ok(ChainReport { records: v.len(), head: v.head() })
+    }
+
+    /// The persisted projections read back into a `ca_core` [`Inventory`] (for equality
+    /// checks against a fold of the log, and tools). Reads the trees as they are.
+    pub fn inventory(&self) -> Result<Inventory, StoreError> {
+        let sh = self.shared();
+        let st = ProjState::load(&sh.trees.meta)?;
+        let mut inv = Inventory {
+            ca: st.ca_seq.map(|s| ca_at(sh, s)).transpose()?,
+            last_crl_number: st.last_crl,
+            applied: st.through,
+            ..Inventory::default()
+        };
+        for item in sh.trees.certs.iter() {
+            let (k, v) = item?;
+            inv.certs.insert(codec::parse_serial(&k)?, codec::parse_cert_value(&k, &v)?);
+        }
+        for item in sh.trees.revoked.iter() {
+            let (k, v) = item?;
+            inv.revoked.insert(codec::parse_serial(&k)?, codec::parse_revoked_value(&k, &v)?);
+        }
+        for item in sh.trees.expiry.iter() {
+            let (k, _) = item?;
+            inv.expiry.insert(codec::parse_expiry_key(&k)?);
+        }
+        Ok(inv)
+    }
+
+    /// Drop the projection trees and refold the whole log (on the writer thread, so appends
+    /// wait meanwhile). Returns the number of records replayed. Blocking.
+    pub fn rebuild_projections(&self) -> Result<u64, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        self.command(Cmd::Rebuild)
+    }
+
+    /// Test/ops hook, never for production: XOR one byte of record `seq`'s stored value
+    /// (`offset` counts from the start of the value: prev_hash at 0, hash at 32, time at
+    /// 64, event at 72) and flush. Lets tests prove that `verify_chain` catches tampering.
+    pub fn danger_flip_byte(&self, seq: u64, offset: usize) -> Result<(), StoreError> {
+        self.command(|reply| Cmd::FlipByte { seq, offset, reply })
+    }
+
+    /// Flush sled (through the writer, the only thread that flushes). Appends are already
+    /// durable when they return; this is for shutdown paths and tools.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.command(Cmd::Flush)
+    }
+
+    pub fn metrics(&self) -> StoreMetrics {
+        let m = &self.shared().metrics;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreMetrics {
+            appends_total: l(&m.appends),
+            batches_total: l(&m.batches),
+            records_total: l(&m.records),
+            last_batch_size: l(&m.last_batch_size),
+            flush_micros_total: l(&m.flush_micros),
+            failed_batches_total: l(&m.failed_batches),
+            pending_requests: l(&m.pending),
+            replayed_at_open: l(&m.replayed_at_open),
+        }
+    }
+}
+
+/// The seq a read error is about: its own for record errors, else where the walk stood.
+fn failure_seq(e: &StoreError, at: u64) -> u64 {
+    match e {
+        StoreError::Corrupt { seq, .. } | StoreError::Decode { seq, .. } => *seq,
+        _ => at,
+    }
+}
+
+fn ca_at(sh: &Shared, seq: u64) -> Result<CaInitialized, StoreError> {
+    let v = sh.read_raw(seq)?.ok_or_else(|| StoreError::Corrupt {
+        seq,
+        detail: "meta points at a missing CaInitialized record".into(),
+    })?;
+    match decode_record(seq, &v)?.event {
+        Event::CaInitialized(ca) => Ok(ca),
+        other => Err(StoreError::Corrupt {
+            seq,
+            detail: format!("meta points at a {} record, expected ca_initialized", other.kind()),
+        }),
+    }
+}
+
+fn decode_record(seq: u64, v: &[u8]) -> Result<StoredRecord, StoreError> {
+    let p = codec::parse_log_value(seq, v)?;
+    let event = decode_event(p.event).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
+    Ok(StoredRecord {
+        seq,
+        prev_hash: p.prev_hash,
+        hash: p.hash,
+        recorded_at_micros: p.recorded_at_micros,
+        event_bytes: p.event.to_vec(),
+        event,
+    })
+}
+
+/// Records `from..end` undecoded, checking that seqs run without gaps.
+fn raw_records(
+    log: &sled::Tree,
+    from: u64,
+    end: u64,
+) -> impl Iterator<Item = Result<RawRecord, StoreError>> + Send + 'static {
+    // sled rejects a range whose start is past its end; `from..from` is empty.
+    let end = end.max(from);
+    let mut expected = from;
+    let mut iter = log.range(codec::log_key(from)..codec::log_key(end));
+    let mut gap_reported = false;
+    std::iter::from_fn(move || {
+        let item = iter.next();
+        let (k, v) = match item {
+            None if expected < end && !gap_reported => {
+                gap_reported = true;
+                return Some(Err(StoreError::Corrupt {
+                    seq: expected,
+                    detail: format!("record missing: the log should hold records up to {}", end - 1),
+                }));
+            }
+            None => return None,
+            Some(Err(e)) => return Some(Err(e.into())),
+            Some(Ok(kv)) => kv,
+        };
+        let r = (|| {
+            let seq = codec::parse_log_key(&k, expected)?;
+            if seq != expected {
+                let e = StoreError::Corrupt { seq: expected, detail: format!("record missing (the next one is {seq})") };
+                expected = seq + 1;
+                return Err(e);
+            }
+            expected += 1;
+            let p = codec::parse_log_value(seq, &v)?;
+            Ok((seq, p.prev_hash, p.hash, p.recorded_at_micros, p.event.to_vec()))
+        })();
+        Some(r)
+    })
+}
+
+fn records(log: &sled::Tree, from: u64, end: u64) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
+    raw_records(log, from, end).map(|r| {
+        let (seq, prev_hash, hash, recorded_at_micros, event_bytes) = r?;
+        let event = decode_event(&event_bytes).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
+        Ok(StoredRecord { seq, prev_hash, hash, recorded_at_micros, event_bytes, event })
+    })
+}
+
+/// The format marker: written on first open, checked on every later one.
+fn check_format(trees: &Trees, read_only: bool) -> Result<(), StoreError> {
+    match trees.meta.get(codec::META_FORMAT)? {
+        Some(v) => match codec::be_u32(&v) {
+            Some(codec::FORMAT_VERSION) => Ok(()),
+            found => Err(StoreError::Format { found: found.unwrap_or(0), supported: codec::FORMAT_VERSION }),
+        },
+        None if read_only => Ok(()),
+        None => {
+            trees.meta.insert(codec::META_FORMAT, &codec::FORMAT_VERSION.to_be_bytes()[..])?;
+            Ok(())
+        }
+    }
+}
+
+/// The last record of the log. With `validate`, also checks that its hash matches its
+/// contents and chains from its predecessor: the cheap on-open check (a full walk is
+/// `verify_chain`).
+fn last_record(log: &sled::Tree, validate: bool) -> Result<Option<Appended>, StoreError> {
+    let Some((k, v)) = log.last()? else {
+        return Ok(None);
+    };
+    let seq = codec::parse_log_key(&k, 0)?;
+    let rec = codec::parse_log_value(seq, &v)?;
+    if validate {
+        if record_hash(&rec.prev_hash, seq, rec.event) != rec.hash {
+            return Err(StoreError::Corrupt { seq, detail: "the last record's hash does not match its contents".into() });
+        }
+        let expected_prev = match seq.checked_sub(1) {
+            None => GENESIS,
+            Some(p) => {
+                let pv = log.get(codec::log_key(p))?.ok_or_else(|| StoreError::Corrupt {
+                    seq: p,
+                    detail: "record missing before the last record".into(),
+                })?;
+                codec::parse_log_value(p, &pv)?.hash
+            }
+        };
+        if rec.prev_hash != expected_prev {
+            return Err(StoreError::Corrupt { seq, detail: "the last record does not chain from its predecessor".into() });
+        }
+    }
+    Ok(Some(Appended { seq, hash: rec.hash }))
+}

@@ -1,0 +1,297 @@
+//! The single writer thread: group commit, projection upkeep and every other mutation.
+//!
+//! One thread owns all writes so sequence numbers and the hash chain need no lock, and so
+//! `sled::Db::flush` is only ever called from one thread (concurrent flushes can deadlock in
+//! sled 0.34, issue 1308). Appenders queue `(events, reply)` and wait; the writer takes the
+//! first request, drains whatever else is already queued (up to [`MAX_BATCH_EVENTS`]),
+//! writes log + projections + meta, flushes once, then answers every waiter of the batch.
+
+use std::fs::File;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ca_core::Event;
+use ca_core::chain::{Hash, record_hash};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::project::{self, ProjBatch, ProjState};
+use crate::store::Shared;
+use crate::{Appended, StoreError, StoredRecord, codec};
+
+/// Upper bound on events per batch: keeps one flush (and one sled batch in memory) bounded.
+/// A single request larger than this still goes in whole, alone: a request is atomic.
+pub(crate) const MAX_BATCH_EVENTS: usize = 4096;
+
+/// Where a command's result goes: a tokio oneshot for async callers, a std channel for
+/// blocking ones (tokio's `blocking_recv` would panic inside a runtime).
+pub(crate) enum Reply<T> {
+    Async(oneshot::Sender<Result<T, StoreError>>),
+    Blocking(SyncSender<Result<T, StoreError>>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, r: Result<T, StoreError>) {
+        // A gone receiver means the caller stopped waiting (a dropped future): the outcome
+        // stands either way, so there is nobody left to tell.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// An event already encoded, with its canonical (decoded-again) form, which is what the
+/// projections fold and what readers and watchers get back.
+pub(crate) struct Prepared {
+    pub bytes: Vec<u8>,
+    pub event: Event,
+}
+
+pub(crate) struct AppendReq {
+    pub events: Vec<Prepared>,
+    pub reply: Reply<Vec<Appended>>,
+}
+
+pub(crate) enum Cmd {
+    Append(AppendReq),
+    Flush(Reply<()>),
+    Rebuild(Reply<u64>),
+    FlipByte { seq: u64, offset: usize, reply: Reply<()> },
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Cmd>,
+    pub live: broadcast::Sender<Arc<StoredRecord>>,
+    pub next_seq: u64,
+    pub head: Hash,
+    pub proj: ProjState,
+    /// `Some` when fsync-per-batch is on: the sled data file, synced after each flush.
+    pub fsync_file: Option<File>,
+    /// Set by the first failed write; every later write is refused with it.
+    pub failed: Option<String>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        let mut carry: Option<Cmd> = None;
+        loop {
+            let first = match carry.take() {
+                Some(c) => c,
+                None => match self.rx.recv() {
+                    Ok(c) => c,
+                    // Every store handle is gone: shut down.
+                    Err(_) => break,
+                },
+            };
+            self.shared.metrics.pending.fetch_sub(1, Ordering::Relaxed);
+            match first {
+                Cmd::Append(req) => {
+                    let mut n = req.events.len();
+                    let mut batch = vec![req];
+                    loop {
+                        match self.rx.try_recv() {
+                            Ok(Cmd::Append(r)) if n + r.events.len() <= MAX_BATCH_EVENTS => {
+                                self.shared.metrics.pending.fetch_sub(1, Ordering::Relaxed);
+                                n += r.events.len();
+                                batch.push(r);
+                            }
+                            // Too big for this batch, or not an append: it goes next, after
+                            // this batch, so commands keep their order relative to appends.
+                            Ok(other) => {
+                                carry = Some(other);
+                                break;
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    self.commit_batch(batch, n);
+                }
+                Cmd::Flush(reply) => {
+                    let r = self.guard().and_then(|()| self.flush().map(|_| ()));
+                    reply.send(self.note_failure(r));
+                }
+                Cmd::Rebuild(reply) => {
+                    let r = self.guard().and_then(|()| self.rebuild());
+                    reply.send(self.note_failure(r));
+                }
+                Cmd::FlipByte { seq, offset, reply } => reply.send(self.flip_byte(seq, offset)),
+            }
+        }
+        if self.failed.is_none()
+            && let Err(e) = self.flush()
+        {
+            tracing::error!(error = %e, "final flush of the event store failed");
+        }
+        tracing::debug!("event store writer stopped");
+    }
+
+    fn guard(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(msg) => Err(StoreError::Failed(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Poison the writer on a write-path error (see [`StoreError::Failed`]).
+    fn note_failure<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r
+            && self.failed.is_none()
+            && !matches!(e, StoreError::Failed(_))
+        {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "event store write failed; refusing further writes until restart");
+            self.shared.set_failed(msg.clone());
+            self.failed = Some(msg);
+        }
+        r
+    }
+
+    /// sled's flush, then the optional fsync; returns how long it took.
+    fn flush(&self) -> Result<Duration, StoreError> {
+        let t = Instant::now();
+        self.shared.trees.db.flush()?;
+        // Stronger durability: fsync of sled's data file makes the device flush its write
+        // cache (sled itself only calls sync_file_range on Linux; see the crate docs).
+        if let Some(f) = &self.fsync_file {
+            f.sync_data()?;
+        }
+        Ok(t.elapsed())
+    }
+
+    fn commit_batch(&mut self, reqs: Vec<AppendReq>, n_events: usize) {
+        if let Err(e) = self.guard() {
+            let msg = e.to_string();
+            for r in reqs {
+                r.reply.send(Err(StoreError::Failed(msg.clone())));
+            }
+            return;
+        }
+        let recorded_at = now_micros();
+        let mut log_batch = sled::Batch::default();
+        let mut proj = ProjBatch::default();
+        let mut st = self.proj;
+        let mut seq = self.next_seq;
+        let mut head = self.head;
+        let mut records = Vec::with_capacity(n_events);
+        let mut answers = Vec::with_capacity(reqs.len());
+        let n_reqs = reqs.len() as u64;
+        for req in reqs {
+            let mut appended = Vec::with_capacity(req.events.len());
+            for p in req.events {
+                let hash = record_hash(&head, seq, &p.bytes);
+                log_batch.insert(&codec::log_key(seq)[..], codec::log_value(&head, &hash, recorded_at, &p.bytes));
+                proj.apply(&mut st, seq, &p.event);
+                appended.push(Appended { seq, hash });
+                records.push(Arc::new(StoredRecord {
+                    seq,
+                    prev_hash: head,
+                    hash,
+                    recorded_at_micros: recorded_at,
+                    event_bytes: p.bytes,
+                    event: p.event,
+                }));
+                head = hash;
+                seq += 1;
+            }
+            answers.push((req.reply, appended));
+        }
+
+        // Log first, projections second, meta last (inside `commit`), then one flush.
+        let written = (|| {
+            self.shared.trees.log.apply_batch(log_batch)?;
+            proj.commit(&self.shared.trees, &st)?;
+            self.flush()
+        })();
+        let flush_time = match self.note_failure(written) {
+            Ok(d) => d,
+            Err(e) => {
+                self.shared.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                let msg = match e {
+                    StoreError::Failed(m) => m,
+                    other => other.to_string(),
+                };
+                for (reply, _) in answers {
+                    reply.send(Err(StoreError::Failed(msg.clone())));
+                }
+                return;
+            }
+        };
+
+        self.next_seq = seq;
+        self.head = head;
+        self.proj = st;
+        // Readers see the batch only now that it is durable, and before any waiter wakes,
+        // so an acknowledged record is always readable.
+        self.shared.publish_committed(seq, Some(Appended { seq: seq - 1, hash: head }), &st);
+        let m = &self.shared.metrics;
+        m.appends.fetch_add(n_reqs, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        m.records.fetch_add(n_events as u64, Ordering::Relaxed);
+        m.last_batch_size.store(n_events as u64, Ordering::Relaxed);
+        m.flush_micros.fetch_add(u64::try_from(flush_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        for (reply, appended) in answers {
+            reply.send(Ok(appended));
+        }
+        for r in records {
+            // No subscribers is fine: watchers read the log for anything they missed.
+            let _ = self.live.send(r);
+        }
+    }
+
+    /// Drop the projections and refold the whole log. Runs on the writer so no append can
+    /// interleave with it.
+    fn rebuild(&mut self) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let trees = &self.shared.trees;
+        // `meta` first: if we crash from here on, open sees no projected_through and
+        // replays from zero into whatever the trees hold, which converges (the fold only
+        // overwrites).
+        let mut st = ProjState::default();
+        ProjBatch::default().commit(trees, &st)?;
+        trees.certs.clear()?;
+        trees.revoked.clear()?;
+        trees.expiry.clear()?;
+        let n = project::fold_log(trees, &mut st, 0, self.next_seq, "rebuild")?;
+        self.flush()?;
+        self.proj = st;
+        self.shared.publish_committed(self.next_seq, self.shared.head(), &st);
+        tracing::info!(
+            records = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            rate_per_sec = project::rate(n, started),
+            "projections rebuilt from the log"
+        );
+        Ok(n)
+    }
+
+    /// Test/ops hook: corrupt one stored byte (see `EventStore::danger_flip_byte`).
+    fn flip_byte(&mut self, seq: u64, offset: usize) -> Result<(), StoreError> {
+        let log = &self.shared.trees.log;
+        let key = codec::log_key(seq);
+        let mut v = log.get(key)?.ok_or(StoreError::NoSuchRecord(seq))?.to_vec();
+        let len = v.len();
+        let byte = v.get_mut(offset).ok_or_else(|| {
+            StoreError::InvalidArgument(format!("offset {offset} is outside record {seq}'s {len}-byte value"))
+        })?;
+        *byte ^= 0xff;
+        log.insert(key, v)?;
+        self.flush()?;
+        tracing::warn!(seq, offset, "danger_flip_byte: deliberately corrupted a log record");
+        Ok(())
+    }
+}
+
+fn now_micros() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        // A clock before 1970 is misconfigured; record it as negative rather than failing.
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
