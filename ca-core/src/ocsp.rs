@@ -8,11 +8,12 @@
 //! - `ocsp` 0.4 (the design card's crate) knows a fixed table of 13 OIDs: it rejects
 //!   ecdsa-with-SHA256 and SHA-256 CertIDs and hits `unimplemented!()` when a response
 //!   carries certificates, so it cannot serve a P-256 CA or a delegated responder.
-//! - `x509-ocsp` 0.2 models the whole RFC 6960 ASN.1 module with a strict DER decoder that
-//!   returns errors rather than panicking (it is fuzzed upstream, and
-//!   `tests/revocation_openssl.rs` throws random and truncated bytes at it); it parses the
-//!   requests `openssl ocsp` writes, with and without nonces, SHA-1 and SHA-256 CertIDs.
-//!   That is the part worth a dependency: the parser faces untrusted bytes.
+//! - `x509-ocsp` 0.2 models the whole RFC 6960 ASN.1 module on RustCrypto's strict DER
+//!   decoder (`der`), which returns errors rather than panicking (`tests/revocation_openssl.rs`
+//!   throws random, truncated and mutated bytes at it); it parses the requests `openssl ocsp`
+//!   writes, with and without nonces, SHA-1 and SHA-256 CertIDs, an explicit default version,
+//!   and absent hash parameters. That is the part worth a dependency: the parser faces
+//!   untrusted bytes.
 //! - For the response, the typed route would need `x509-cert` 0.2 types (`Extension`,
 //!   `Certificate`, `Name`) in our code, and those do not mix with an `x509-cert` 0.3 line
 //!   elsewhere. The response is ten fixed fields, and writing it by hand lets us echo each
@@ -28,11 +29,15 @@
 //! with its own issuer hashes) the client picks. So a pre-signed response is cached per
 //! CertID: key the cache by [`CertId::der`], which pins the hash algorithm, the issuer and
 //! the serial's encoding, and pre-sign for both [`HashAlgorithm::Sha1`] and
-//! [`HashAlgorithm::Sha256`] with [`OcspResponder::cert_id`] (the canonical encoding
-//! `openssl`, Firefox, Go and Java send). A request whose CertID bytes differ (say, a client
-//! that omits the NULL hash parameters) simply misses the cache and gets a response built
-//! on the fly. Requests that carry a nonce cannot be served from cache and are built on the
-//! fly (one signature, ~25 µs with P-256); multi-CertID requests likewise.
+//! [`HashAlgorithm::Sha256`] with [`OcspResponder::cert_id`] (the canonical encoding, which
+//! `openssl` sends, checked in the tests, as does Go's `x/crypto/ocsp`). A request whose
+//! CertID bytes differ (say, a client that omits the NULL hash parameters) simply misses the
+//! cache and gets a response built on the fly. Requests that carry a nonce cannot be served
+//! from cache and are built on the fly (parse + build + one P-256 signature: ~25 µs,
+//! `cargo bench -p ca-core --bench ocsp`); multi-CertID requests likewise. A CertID for
+//! which [`OcspResponder::matches_issuer`] is false should get
+//! `error_response(OcspResponseStatus::Unauthorized)` (RFC 5019 2.2.3); one of ours with a
+//! serial we never issued (or `serial: None`) gets [`CertStatus::Unknown`].
 
 use std::sync::Arc;
 
@@ -335,8 +340,8 @@ impl OcspResponder {
         *name == id.issuer_name_hash && *key == id.issuer_key_hash
     }
 
-    /// The canonical CertID for one of our serials (hash parameters NULL, as `openssl`,
-    /// browsers, Go and Java encode it): for pre-signing responses before any request.
+    /// The canonical CertID for one of our serials (hash parameters NULL, as openssl and Go
+    /// encode it): for pre-signing responses before any request.
     pub fn cert_id(&self, hash: HashAlgorithm, serial: &Serial) -> CertId {
         let (name, key) = &self.issuer_hashes[hash.index()];
         let mut w = Vec::with_capacity(128);
@@ -522,7 +527,7 @@ impl PublicKeyData for SubjectKey<'_> {
 const OCSP_SIGNER_BACKDATE_SECS: i64 = 60;
 
 /// Issue a delegated OCSP-signing certificate for `key` (which may live in an HSM):
-/// CN "<issuing CA CN> OCSP Responder", keyUsage digitalSignature, EKU id-kp-OCSPSigning,
+/// CN "`<issuing CA CN>` OCSP Responder", keyUsage digitalSignature, EKU id-kp-OCSPSigning,
 /// id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1: relying parties do not check its status, so
 /// keep `validity_secs` short, e.g. a few days, and rotate), AKI; signed by the issuing CA.
 /// Returns the certificate DER.

@@ -62,10 +62,8 @@ impl Inventory {
                     },
                 );
             }
-            Event::CrlPublished(c) => {
-                if c.delta_base.is_none() {
-                    self.last_crl_number = self.last_crl_number.max(c.number);
-                }
+            Event::CrlPublished(c) if c.delta_base.is_none() => {
+                self.last_crl_number = self.last_crl_number.max(c.number);
             }
             _ => {}
         }

@@ -165,6 +165,7 @@ pub struct App {
     pub revoke_lock: tokio::sync::Mutex<()>,
     pub started: Instant,
     pub public_url: String,
+    pub revocation: Arc<crate::revocation::Revocation>,
 }
 
 impl App {
@@ -178,7 +179,15 @@ impl App {
         let urls = PublicUrls::from_base(&public_url)?;
         let authority = Arc::new(Authority::new(ca, policy, config.profiles.clone(), &urls)?);
         let metrics = Arc::new(Metrics::default());
+        let revocation = crate::revocation::Revocation::new(
+            store.clone(),
+            authority.ca().clone(),
+            config.revocation.clone(),
+            &public_url,
+            metrics.clone(),
+        )?;
         Ok(App {
+            revocation,
             pool: SigningPool::new(config.workers(), config.signing.queue_depth, metrics.clone()),
             store,
             authority,

@@ -24,6 +24,7 @@ pub struct Config {
     pub signing: SigningConfig,
     pub policy: PolicyConfig,
     pub profiles: Profiles,
+    pub revocation: crate::revocation::RevocationConfig,
 }
 
 impl Default for Config {
@@ -37,6 +38,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             policy: PolicyConfig::default(),
             profiles: Profiles::default(),
+            revocation: Default::default(),
         }
     }
 }

@@ -119,6 +119,8 @@ impl CaService {
             AppError::NotFound(format!("no certificate with serial {serial} was issued by this CA"))
         })?;
         app.store.append(vec![event]).await?;
+        // Before the acknowledgement: the next OCSP answer and CRL fetch must say revoked.
+        app.revocation.revoked(&serial);
         app.metrics.revoked.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%serial, reason = reason.name(), %requester, "certificate revoked");
         Ok(RevokeResponse { revoked_at_unix: now })

@@ -1,15 +1,22 @@
-//! Plain HTTP: CA certificates, health and metrics (CRL, OCSP and ACME come with their
-//! own modules).
+//! Plain HTTP: CA certificates, CRLs, OCSP, health and metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
 
-use crate::app::App;
+use crate::app::{App, now_unix};
+use crate::error::AppError;
+use crate::revocation::PublishedCrl;
+
+/// OCSP requests are tiny; anything bigger is refused with 413 before it is parsed.
+const MAX_OCSP_BODY: usize = ca_core::ocsp::MAX_REQUEST_LEN;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -18,6 +25,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/chain.pem", get(chain_pem))
         .route("/ca.der", get(ca_der))
         .route("/metrics", get(metrics))
+        .route("/crl", get(crl_der))
+        .route("/crl.pem", get(crl_pem))
+        .route("/crl/delta", get(delta_der))
+        .route("/crl/delta.pem", get(delta_pem))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
+        .layer(DefaultBodyLimit::max(MAX_OCSP_BODY))
         .with_state(app)
 }
 
@@ -47,4 +61,88 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(&app.store, app.started.elapsed()),
     )
+}
+
+async fn crl_der(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
+    let crl = app.revocation.full_crl().await?;
+    Ok(crl_response(&crl, &h, false))
+}
+
+async fn crl_pem(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
+    let crl = app.revocation.full_crl().await?;
+    Ok(crl_response(&crl, &h, true))
+}
+
+async fn delta_der(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
+    let crl = app.revocation.delta_crl().await?;
+    Ok(crl_response(&crl, &h, false))
+}
+
+async fn delta_pem(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
+    let crl = app.revocation.delta_crl().await?;
+    Ok(crl_response(&crl, &h, true))
+}
+
+/// CRLs are cacheable until nextUpdate; the ETag is the CRL number (plus the form).
+fn crl_response(crl: &PublishedCrl, h: &HeaderMap, pem: bool) -> Response {
+    let etag = format!("\"crl-{}{}\"", crl.number, if pem { "-pem" } else { "" });
+    let max_age = (crl.next_update - now_unix()).clamp(0, 300);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ETAG, hv(&etag));
+    headers.insert(header::CACHE_CONTROL, hv(&format!("public, max-age={max_age}, no-transform")));
+    if h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    if pem {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PEM));
+        (headers, crl.pem.clone()).into_response()
+    } else {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+        (headers, crl.der.clone()).into_response()
+    }
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+async fn ocsp_post(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    ocsp_answer(&app, &body, false).await
+}
+
+/// RFC 6960 appendix A.1: GET with the DER request base64-encoded (and URL-encoded) in the
+/// path. Standard and URL-safe alphabets are both accepted.
+async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> Response {
+    let cleaned: String = request.chars().filter(|c| !c.is_whitespace()).collect();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&cleaned)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&cleaned))
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cleaned))
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&cleaned));
+    match decoded {
+        Ok(der) => ocsp_answer(&app, &der, true).await,
+        Err(_) => {
+            app.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
+            ocsp_bytes(
+                ca_core::ocsp::error_response(ca_core::ocsp::OcspResponseStatus::MalformedRequest),
+                false,
+            )
+        }
+    }
+}
+
+async fn ocsp_answer(app: &App, der: &[u8], get: bool) -> Response {
+    app.metrics.ocsp_responses.fetch_add(1, Ordering::Relaxed);
+    let resp = app.revocation.ocsp(der, &app.pool).await;
+    ocsp_bytes(resp, get)
+}
+
+fn ocsp_bytes(der: Vec<u8>, cacheable: bool) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ocsp-response"));
+    if cacheable {
+        // RFC 5019 5: GET responses may be cached by intermediaries for a short while.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300, no-transform"));
+    }
+    (headers, der).into_response()
 }

@@ -10,5 +10,6 @@ pub mod http;
 pub mod metrics;
 pub mod offline;
 pub mod render;
+pub mod revocation;
 pub mod server;
 pub mod signing;

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub sign_failed: AtomicU64,
     pub revoked: AtomicU64,
     pub signing_queue: AtomicUsize,
+    pub crl_published: AtomicU64,
+    pub ocsp_responses: AtomicU64,
+    pub ocsp_cache_hits: AtomicU64,
+    pub ocsp_errors: AtomicU64,
     pub sign_latency: Histogram,
 }
 
@@ -78,6 +82,26 @@ impl Metrics {
             self.sign_failed.load(Ordering::Relaxed),
         );
         counter("ca_revocations_total", "Revocations durably logged.", self.revoked.load(Ordering::Relaxed));
+        counter(
+            "ca_crl_publications_total",
+            "Full+delta CRL publications.",
+            self.crl_published.load(Ordering::Relaxed),
+        );
+        counter(
+            "ca_ocsp_responses_total",
+            "OCSP responses sent (all statuses).",
+            self.ocsp_responses.load(Ordering::Relaxed),
+        );
+        counter(
+            "ca_ocsp_cache_hits_total",
+            "OCSP responses served from the pre-signed cache.",
+            self.ocsp_cache_hits.load(Ordering::Relaxed),
+        );
+        counter(
+            "ca_ocsp_errors_total",
+            "OCSP requests answered with an error status.",
+            self.ocsp_errors.load(Ordering::Relaxed),
+        );
         let sm = store.metrics();
         counter("ca_log_appends_total", "Append calls to the event log.", sm.appends_total);
         counter("ca_log_batches_total", "Group-commit batches (one flush each).", sm.batches_total);

@@ -92,6 +92,11 @@ impl Server {
     pub fn http_get(&self, path: &str) -> (u16, Vec<u8>) {
         http_get(&self.http, path)
     }
+
+    /// GET with the response head: (status, head, body).
+    pub fn http_request_full(&self, path: &str) -> (u16, String, Vec<u8>) {
+        http_request(&self.http, "GET", path, &[], &[])
+    }
 }
 
 impl Drop for Server {
@@ -102,8 +107,29 @@ impl Drop for Server {
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let (st, _, body) = http_request(addr, "GET", path, &[], &[]);
+    (st, body)
+}
+
+/// A minimal HTTP/1.1 client (one request per connection): (status, head, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect HTTP");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write head");
+    let _ = s.write_all(body);
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).expect("read");
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head") + 4;
@@ -113,7 +139,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
