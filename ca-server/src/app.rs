@@ -58,6 +58,20 @@ pub fn open_store(dir: &Path) -> Result<EventStore, AppError> {
     })
 }
 
+/// Open an existing data dir for inspection only (no projection catch-up, no appends).
+pub fn open_store_read_only(dir: &Path) -> Result<EventStore, AppError> {
+    let log = DataDir(dir.to_path_buf()).log();
+    if !log.exists() {
+        return Err(AppError::Config(format!("{} holds no event log", dir.display())));
+    }
+    EventStore::open_with(&log, ca_storage::StoreOptions::default().read_only(true)).map_err(|e| {
+        AppError::Config(format!(
+            "cannot open the event log in {}: {e} (is another ca-server using this data dir?)",
+            dir.display()
+        ))
+    })
+}
+
 /// Make sure the store holds a CA: reuse the one recorded, or generate a dev CA (or take
 /// `import`) and record it. Returns the issuing CA ready to sign.
 pub fn ensure_ca(

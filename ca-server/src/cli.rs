@@ -96,6 +96,12 @@ pub enum AuditCommand {
         #[command(flatten)]
         dir: DirArgs,
     },
+    /// Drop the projections (certificate index, revoked set, expiry index) and refold them
+    /// from the log; prints how many records were replayed and the rate.
+    Rebuild {
+        #[command(flatten)]
+        dir: DirArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

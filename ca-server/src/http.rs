@@ -124,7 +124,9 @@ async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> R
         Err(_) => {
             app.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
             ocsp_bytes(
-                ca_core::ocsp::error_response(ca_core::ocsp::OcspResponseStatus::MalformedRequest),
+                Bytes::from(ca_core::ocsp::error_response(
+                    ca_core::ocsp::OcspResponseStatus::MalformedRequest,
+                )),
                 false,
             )
         }
@@ -137,7 +139,7 @@ async fn ocsp_answer(app: &App, der: &[u8], get: bool) -> Response {
     ocsp_bytes(resp, get)
 }
 
-fn ocsp_bytes(der: Vec<u8>, cacheable: bool) -> Response {
+fn ocsp_bytes(der: Bytes, cacheable: bool) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ocsp-response"));
     if cacheable {

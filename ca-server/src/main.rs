@@ -60,6 +60,10 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
         Command::Audit { command: AuditCommand::Verify { dir } } => {
             Ok(offline::audit_verify(&dir.resolve()?.data_dir)? as u8)
         }
+        Command::Audit { command: AuditCommand::Rebuild { dir } } => {
+            offline::rebuild(&dir.resolve()?.data_dir)?;
+            Ok(0)
+        }
         Command::Events { dir, from } => {
             offline::events(&dir.resolve()?.data_dir, from)?;
             Ok(0)

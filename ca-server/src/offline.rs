@@ -44,7 +44,9 @@ pub fn init(
 
 /// Exit status: 0 when intact; 1 when broken (with the first bad record).
 pub fn audit_verify(dir: &Path) -> Result<i32, AppError> {
-    let store = app::open_store(dir)?;
+    // Read-only: a normal open refuses a log whose last record was altered, and the audit
+    // must still be able to name that record.
+    let store = app::open_store_read_only(dir)?;
     match store.verify_chain() {
         Ok(report) => {
             println!("ok: {} records, head hash {}", report.records, hex::encode(report.head));
@@ -57,8 +59,20 @@ pub fn audit_verify(dir: &Path) -> Result<i32, AppError> {
     }
 }
 
-pub fn events(dir: &Path, from: u64) -> Result<(), AppError> {
+pub fn rebuild(dir: &Path) -> Result<(), AppError> {
     let store = app::open_store(dir)?;
+    let started = std::time::Instant::now();
+    let n = store.rebuild_projections()?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt projections from {n} records in {secs:.2} s ({:.0} records/s)",
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+pub fn events(dir: &Path, from: u64) -> Result<(), AppError> {
+    let store = app::open_store_read_only(dir)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for rec in store.range(from) {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use axum::body::Bytes;
 use ca_core::Serial;
 use ca_core::ca::IssuingCa;
 use ca_core::crl::{self, CrlInput, RevokedCert};
@@ -89,7 +90,7 @@ struct Base {
 }
 
 struct CachedAnswer {
-    der: Arc<Vec<u8>>,
+    der: Bytes,
     refresh_at: i64,
 }
 
@@ -163,16 +164,17 @@ impl Revocation {
                 }
                 _ = tokio::time::sleep(next_due) => {}
             }
-            if self.cfg.ocsp_delegated_signer && self.signer_needs_rotation() {
-                if let Err(e) = self.rotate_ocsp_signer().await {
-                    tracing::error!(error = %e, "rotating the OCSP signer failed");
-                }
+            if self.cfg.ocsp_delegated_signer
+                && self.signer_needs_rotation()
+                && let Err(e) = self.rotate_ocsp_signer().await
+            {
+                tracing::error!(error = %e, "rotating the OCSP signer failed");
             }
-            if self.crl_stale() || self.crl_due() {
-                if let Err(e) = self.publish().await {
-                    tracing::error!(error = %e, "CRL publication failed; retrying in 5 s");
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                }
+            if (self.crl_stale() || self.crl_due())
+                && let Err(e) = self.publish().await
+            {
+                tracing::error!(error = %e, "CRL publication failed; retrying in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
         }
     }
@@ -284,8 +286,7 @@ impl Revocation {
             if rotate {
                 *b = Some(Base { number: full_number, next_seq: head, published_at: now });
             }
-            let b = b.as_ref().map(|b| (b.number, b.next_seq)).unwrap_or((full_number, head));
-            b
+            b.as_ref().map(|b| (b.number, b.next_seq)).unwrap_or((full_number, head))
         };
         let delta_entries: Vec<RevokedCert> = revoked
             .iter()
@@ -403,19 +404,19 @@ impl Revocation {
     }
 
     /// Answer a DER OCSP request. Always returns an OCSP response (errors included).
-    pub async fn ocsp(&self, req: &[u8], pool: &SigningPool) -> Vec<u8> {
+    pub async fn ocsp(&self, req: &[u8], pool: &SigningPool) -> Bytes {
         let parsed = match ocsp::parse_request(req) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "bad OCSP request");
-                return ocsp::error_response(e.status());
+                return Bytes::from(ocsp::error_response(e.status()));
             }
         };
         let responder = self.responder();
         if !parsed.cert_ids.iter().all(|id| responder.matches_issuer(id)) {
             self.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
-            return ocsp::error_response(OcspResponseStatus::Unauthorized);
+            return Bytes::from(ocsp::error_response(OcspResponseStatus::Unauthorized));
         }
         let now = now_unix();
         // The cacheable shape: one canonical CertID, no nonce.
@@ -427,16 +428,15 @@ impl Revocation {
                 .map(|s| (id.hash, s.clone())),
             _ => None,
         };
-        if let Some(k) = &cache_key {
-            if let Some(hit) = self
+        if let Some(k) = &cache_key
+            && let Some(hit) = self
                 .cache
                 .read()
                 .ok()
                 .and_then(|c| c.get(k).filter(|a| a.refresh_at > now).map(|a| a.der.clone()))
-            {
-                self.metrics.ocsp_cache_hits.fetch_add(1, Ordering::Relaxed);
-                return hit.as_ref().clone();
-            }
+        {
+            self.metrics.ocsp_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return hit;
         }
         let generation = self.generation.load(Ordering::Acquire);
         let mut statuses = Vec::with_capacity(parsed.cert_ids.len());
@@ -445,7 +445,7 @@ impl Revocation {
                 Ok(s) => statuses.push(s),
                 Err(e) => {
                     tracing::error!(error = %e, "OCSP status lookup failed");
-                    return ocsp::error_response(OcspResponseStatus::InternalError);
+                    return Bytes::from(ocsp::error_response(OcspResponseStatus::InternalError));
                 }
             }
         }
@@ -470,19 +470,18 @@ impl Revocation {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "signing an OCSP response failed");
-                return ocsp::error_response(OcspResponseStatus::InternalError);
+                return Bytes::from(ocsp::error_response(OcspResponseStatus::InternalError));
             }
-            Err(_) => return ocsp::error_response(OcspResponseStatus::TryLater),
+            Err(_) => return Bytes::from(ocsp::error_response(OcspResponseStatus::TryLater)),
         };
-        if let Some(k) = cache_key {
-            if let Ok(mut c) = self.cache.write() {
-                // Only if no revocation landed since the status was read.
-                if self.generation.load(Ordering::Acquire) == generation
-                    && c.len() < self.cfg.ocsp_cache_entries
-                {
-                    c.insert(k, CachedAnswer { der: Arc::new(der.clone()), refresh_at: now + validity / 2 });
-                }
-            }
+        let der = Bytes::from(der);
+        if let Some(k) = cache_key
+            && let Ok(mut c) = self.cache.write()
+            // Only if no revocation landed since the status was read.
+            && self.generation.load(Ordering::Acquire) == generation
+            && c.len() < self.cfg.ocsp_cache_entries
+        {
+            c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + validity / 2 });
         }
         der
     }

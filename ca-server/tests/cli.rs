@@ -106,4 +106,6 @@ fn init_creates_keys_0600_and_refuses_a_second_ca() {
     assert!(!dir2.join("keys/root.key").exists(), "an imported CA has no root key here");
     let (ok, out) = run(Command::new(BIN).args(["events", "--data-dir"]).arg(&dir2));
     assert!(ok && out.contains("\"imported\":true") && out.contains("ecdsa-p384"), "{out}");
+    let (ok, out) = run(Command::new(BIN).args(["audit", "rebuild", "--data-dir"]).arg(&dir2));
+    assert!(ok && out.contains("rebuilt projections from 1 records"), "{out}");
 }

@@ -30,7 +30,8 @@ fn event(n: u64) -> Event {
 }
 
 fn bench_append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut g = c.benchmark_group("append");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);

@@ -113,12 +113,7 @@ pub(crate) fn parse_revoked_value(serial: &[u8], v: &[u8]) -> Result<RevokedEntr
         seq,
         detail: format!("revoked entry for serial {} has unknown reason code {code}", hex(serial)),
     })?;
-    Ok(RevokedEntry {
-        seq,
-        reason,
-        revoked_at,
-        invalidity_date: (inv != NO_INVALIDITY).then_some(inv),
-    })
+    Ok(RevokedEntry { seq, reason, revoked_at, invalidity_date: (inv != NO_INVALIDITY).then_some(inv) })
 }
 
 /// `expiry` key: not_after with its sign bit flipped, u64 BE (so byte order is numeric
@@ -131,10 +126,8 @@ pub(crate) fn expiry_key(not_after: i64, serial: &Serial) -> Vec<u8> {
 }
 
 pub(crate) fn parse_expiry_key(k: &[u8]) -> Result<(i64, Serial), StoreError> {
-    let corrupt = || StoreError::Corrupt {
-        seq: 0,
-        detail: format!("expiry index key {} is malformed", hex(k)),
-    };
+    let corrupt =
+        || StoreError::Corrupt { seq: 0, detail: format!("expiry index key {} is malformed", hex(k)) };
     let not_after = k.get(..8).and_then(be_u64).ok_or_else(corrupt)?;
     let serial = parse_serial(k.get(8..).unwrap_or_default()).map_err(|_| corrupt())?;
     Ok(((not_after ^ (1 << 63)) as i64, serial))

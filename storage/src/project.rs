@@ -30,7 +30,11 @@ impl ProjState {
                 None => Ok(None),
                 Some(v) => codec::be_u64(&v).map(Some).ok_or_else(|| StoreError::Corrupt {
                     seq: 0,
-                    detail: format!("meta key {:?} holds {} bytes, expected 8", String::from_utf8_lossy(key), v.len()),
+                    detail: format!(
+                        "meta key {:?} holds {} bytes, expected 8",
+                        String::from_utf8_lossy(key),
+                        v.len()
+                    ),
                 }),
             }
         };
@@ -107,11 +111,8 @@ impl ProjBatch {
                 };
                 self.revoked.insert(r.serial.as_bytes(), &codec::revoked_value(&entry)[..]);
             }
-            Event::CrlPublished(c) => {
-                if c.delta_base.is_none() {
-                    st.last_crl = st.last_crl.max(c.number);
-                }
-            }
+            // Delta CRLs do not advance the full CRL number.
+            Event::CrlPublished(c) if c.delta_base.is_none() => st.last_crl = st.last_crl.max(c.number),
             _ => {}
         }
         st.through = Some(seq);
@@ -167,7 +168,7 @@ pub(crate) fn fold_log(
                 pending = 0;
             }
             let done = expected - from;
-            if done % PROGRESS_EVERY == 0 {
+            if done.is_multiple_of(PROGRESS_EVERY) {
                 tracing::info!(
                     what,
                     done,

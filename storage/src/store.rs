@@ -293,12 +293,7 @@ impl EventStore {
         };
         let shared = Arc::new(Shared {
             trees,
-            committed: RwLock::new(Committed {
-                next_seq,
-                head,
-                ca_seq: st.ca_seq,
-                last_crl: st.last_crl,
-            }),
+            committed: RwLock::new(Committed { next_seq, head, ca_seq: st.ca_seq, last_crl: st.last_crl }),
             failed: RwLock::new(None),
             metrics: Metrics::default(),
         });
@@ -326,7 +321,13 @@ impl EventStore {
             "event store opened"
         );
         Ok(EventStore {
-            inner: Arc::new(Inner { shared, tx: Some(tx), live, writer: Some(handle), read_only: opts.read_only }),
+            inner: Arc::new(Inner {
+                shared,
+                tx: Some(tx),
+                live,
+                writer: Some(handle),
+                read_only: opts.read_only,
+            }),
         })
     }
 
@@ -356,8 +357,9 @@ impl EventStore {
                 let bytes = encode_event(&e);
                 // Readers, watchers and a rebuild all see the decoded bytes, so the writer
                 // folds that same form (e.g. an invalidity date of 0 reads back as none).
-                let event = decode_event(&bytes)
-                    .map_err(|err| StoreError::InvalidEvent(format!("{} does not round-trip: {err}", e.kind())))?;
+                let event = decode_event(&bytes).map_err(|err| {
+                    StoreError::InvalidEvent(format!("{} does not round-trip: {err}", e.kind()))
+                })?;
                 Ok(Prepared { bytes, event })
             })
             .collect()
@@ -415,12 +417,18 @@ impl EventStore {
     }
 
     /// Durable records from `from` on, as of this call (later appends are not included).
-    pub fn range(&self, from: u64) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
+    pub fn range(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
         records(&self.shared().trees.log, from, self.next_seq())
     }
 
     /// Like [`range`](Self::range) but undecoded, for audit.
-    pub fn range_raw(&self, from: u64) -> impl Iterator<Item = Result<RawRecord, StoreError>> + Send + 'static {
+    pub fn range_raw(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<RawRecord, StoreError>> + Send + 'static {
         raw_records(&self.shared().trees.log, from, self.next_seq())
     }
 
@@ -470,7 +478,12 @@ impl EventStore {
         }
     }
 
-    fn cert_record(&self, serial: &Serial, seq: u64, revoked: Option<RevokedEntry>) -> Result<CertRecord, StoreError> {
+    fn cert_record(
+        &self,
+        serial: &Serial,
+        seq: u64,
+        revoked: Option<RevokedEntry>,
+    ) -> Result<CertRecord, StoreError> {
         let v = self.shared().read_raw(seq)?.ok_or_else(|| StoreError::Corrupt {
             seq,
             detail: format!("certificate index points serial {serial} at a missing record"),
@@ -590,14 +603,18 @@ impl EventStore {
         for item in self.range_raw(0) {
             let (seq, prev, hash, _, event) =
                 item.map_err(|e| ChainFailure { seq: failure_seq(&e, v.len()), detail: e.to_string() })?;
-            v.check(seq, &prev, &hash, &event).map_err(|b| ChainFailure { seq: b.seq(), detail: b.to_string() })?;
+            v.check(seq, &prev, &hash, &event)
+                .map_err(|b| ChainFailure { seq: b.seq(), detail: b.to_string() })?;
             decode_event(&event)
                 .map_err(|e| ChainFailure { seq, detail: format!("event does not decode: {e}") })?;
         }
         if v.len() != next {
             return Err(ChainFailure {
                 seq: v.len(),
-                detail: format!("record missing: the log should hold {next} records but ends after {}", v.len()),
+                detail: format!(
+                    "record missing: the log should hold {next} records but ends after {}",
+                    v.len()
+                ),
             });
         }
         Ok(ChainReport { records: v.len(), head: v.head() })
@@ -730,7 +747,10 @@ fn raw_records(
         let r = (|| {
             let seq = codec::parse_log_key(&k, expected)?;
             if seq != expected {
-                let e = StoreError::Corrupt { seq: expected, detail: format!("record missing (the next one is {seq})") };
+                let e = StoreError::Corrupt {
+                    seq: expected,
+                    detail: format!("record missing (the next one is {seq})"),
+                };
                 expected = seq + 1;
                 return Err(e);
             }
@@ -742,10 +762,15 @@ fn raw_records(
     })
 }
 
-fn records(log: &sled::Tree, from: u64, end: u64) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
+fn records(
+    log: &sled::Tree,
+    from: u64,
+    end: u64,
+) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + Send + 'static {
     raw_records(log, from, end).map(|r| {
         let (seq, prev_hash, hash, recorded_at_micros, event_bytes) = r?;
-        let event = decode_event(&event_bytes).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
+        let event =
+            decode_event(&event_bytes).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
         Ok(StoredRecord { seq, prev_hash, hash, recorded_at_micros, event_bytes, event })
     })
 }
@@ -776,7 +801,10 @@ fn last_record(log: &sled::Tree, validate: bool) -> Result<Option<Appended>, Sto
     let rec = codec::parse_log_value(seq, &v)?;
     if validate {
         if record_hash(&rec.prev_hash, seq, rec.event) != rec.hash {
-            return Err(StoreError::Corrupt { seq, detail: "the last record's hash does not match its contents".into() });
+            return Err(StoreError::Corrupt {
+                seq,
+                detail: "the last record's hash does not match its contents".into(),
+            });
         }
         let expected_prev = match seq.checked_sub(1) {
             None => GENESIS,
@@ -789,7 +817,10 @@ fn last_record(log: &sled::Tree, validate: bool) -> Result<Option<Appended>, Sto
             }
         };
         if rec.prev_hash != expected_prev {
-            return Err(StoreError::Corrupt { seq, detail: "the last record does not chain from its predecessor".into() });
+            return Err(StoreError::Corrupt {
+                seq,
+                detail: "the last record does not chain from its predecessor".into(),
+            });
         }
     }
     Ok(Some(Appended { seq, hash: rec.hash }))

@@ -63,7 +63,9 @@ impl Watch {
                     }
                     let (shared, from) = (self.shared.clone(), self.next);
                     match tokio::task::spawn_blocking(move || shared.read_chunk(from, HISTORY_CHUNK)).await {
-                        Ok(Ok(chunk)) if chunk.first().is_some_and(|r| r.seq == from) => self.buf.extend(chunk),
+                        Ok(Ok(chunk)) if chunk.first().is_some_and(|r| r.seq == from) => {
+                            self.buf.extend(chunk)
+                        }
                         Ok(Ok(_)) => {
                             return self.fail(StoreError::Corrupt {
                                 seq: from,

@@ -7,9 +7,9 @@
 //! writes log + projections + meta, flushes once, then answers every waiter of the batch.
 
 use std::fs::File;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::Event;
@@ -186,7 +186,8 @@ impl Writer {
             let mut appended = Vec::with_capacity(req.events.len());
             for p in req.events {
                 let hash = record_hash(&head, seq, &p.bytes);
-                log_batch.insert(&codec::log_key(seq)[..], codec::log_value(&head, &hash, recorded_at, &p.bytes));
+                log_batch
+                    .insert(&codec::log_key(seq)[..], codec::log_value(&head, &hash, recorded_at, &p.bytes));
                 proj.apply(&mut st, seq, &p.event);
                 appended.push(Appended { seq, hash });
                 records.push(Arc::new(StoredRecord {
@@ -235,7 +236,8 @@ impl Writer {
         m.batches.fetch_add(1, Ordering::Relaxed);
         m.records.fetch_add(n_events as u64, Ordering::Relaxed);
         m.last_batch_size.store(n_events as u64, Ordering::Relaxed);
-        m.flush_micros.fetch_add(u64::try_from(flush_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        m.flush_micros
+            .fetch_add(u64::try_from(flush_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         for (reply, appended) in answers {
             reply.send(Ok(appended));
         }

@@ -30,7 +30,10 @@ fn given_mixed_history_when_rebuilding_then_projections_equal_incremental_and_fo
     assert_eq!(store.next_seq(), 300);
 
     let incremental = store.inventory().unwrap();
-    assert!(!incremental.revoked.is_empty() && incremental.last_crl_number > 0, "history exercises every projection");
+    assert!(
+        !incremental.revoked.is_empty() && incremental.last_crl_number > 0,
+        "history exercises every projection"
+    );
     assert_eq!(incremental, fold(&store), "incrementally maintained projections equal the pure fold");
 
     assert_eq!(store.rebuild_projections().unwrap(), 300);
@@ -146,7 +149,14 @@ async fn a_multi_event_append_gets_consecutive_seqs_atomically() {
     let store = open(&dir);
     assert!(store.append(vec![]).await.unwrap().is_empty());
     store.append(vec![ca(1)]).await.unwrap();
-    let a = store.append(vec![issued(&serial(1), 9), crl(4, None), revoked(&serial(1), RevocationReason::Superseded, 5, None)]).await.unwrap();
+    let a = store
+        .append(vec![
+            issued(&serial(1), 9),
+            crl(4, None),
+            revoked(&serial(1), RevocationReason::Superseded, 5, None),
+        ])
+        .await
+        .unwrap();
     assert_eq!(a.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     let recs = all_records(&store);
     assert_eq!(recs[2].prev_hash, a[0].hash);
@@ -158,7 +168,12 @@ async fn a_multi_event_append_gets_consecutive_seqs_atomically() {
     assert_eq!(recs[0].hash, record_hash(&GENESIS, 0, &encode_event(&ca(1))));
 }
 
-async fn next_n(stream: &mut (impl futures::Stream<Item = Result<std::sync::Arc<ca_storage::StoredRecord>, StoreError>> + Unpin), n: usize) -> Vec<u64> {
+async fn next_n(
+    stream: &mut (
+             impl futures::Stream<Item = Result<std::sync::Arc<ca_storage::StoredRecord>, StoreError>> + Unpin
+         ),
+    n: usize,
+) -> Vec<u64> {
     let mut seqs = Vec::new();
     for _ in 0..n {
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("watch stalled");
@@ -229,7 +244,7 @@ fn given_log_records_without_projections_when_reopening_then_projections_catch_u
 
     // Simulate a crash after the log batch reached disk but before projections and meta:
     // append chained records straight into the `log` tree, and project only part of one.
-    let tail = vec![
+    let tail = [
         issued(&serial(2), 70),
         revoked(&serial(0), RevocationReason::KeyCompromise, 55, Some(40)),
         crl(7, None),
@@ -298,8 +313,12 @@ fn given_issued_and_revoked_certs_then_queries_and_pages_match_the_fold() {
         }
     };
     for filter in [StatusFilter::Any, StatusFilter::Valid, StatusFilter::Revoked, StatusFilter::Expired] {
-        let expected: Vec<Serial> =
-            inv.certs.keys().filter(|s| filter == StatusFilter::Any || status(s) == filter).cloned().collect();
+        let expected: Vec<Serial> = inv
+            .certs
+            .keys()
+            .filter(|s| filter == StatusFilter::Any || status(s) == filter)
+            .cloned()
+            .collect();
         assert!(!expected.is_empty(), "{filter:?} has members");
         let mut got = Vec::new();
         let mut after = None;
@@ -319,7 +338,8 @@ fn given_issued_and_revoked_certs_then_queries_and_pages_match_the_fold() {
         assert_eq!(got, expected, "{filter:?}");
     }
 
-    let crl_view: BTreeMap<_, _> = store.revoked().unwrap().into_iter().map(|(s, r, na)| (s, (r, na))).collect();
+    let crl_view: BTreeMap<_, _> =
+        store.revoked().unwrap().into_iter().map(|(s, r, na)| (s, (r, na))).collect();
     assert_eq!(crl_view.len(), inv.revoked.len());
     for (s, r) in &inv.revoked {
         assert_eq!(crl_view[s], (*r, inv.certs[s].not_after));
@@ -338,7 +358,10 @@ fn reads_are_bounded_and_an_invalidity_date_of_zero_is_stored_canonically() {
     assert!(store.head().is_none() && store.read(0).unwrap().is_none() && store.ca().unwrap().is_none());
     assert_eq!(store.verify_chain().unwrap().head, GENESIS);
     store
-        .append_blocking(vec![issued(&serial(1), 9), revoked(&serial(1), RevocationReason::Unspecified, 3, Some(0))])
+        .append_blocking(vec![
+            issued(&serial(1), 9),
+            revoked(&serial(1), RevocationReason::Unspecified, 3, Some(0)),
+        ])
         .unwrap();
     assert!(store.read(2).unwrap().is_none());
     assert_eq!(store.range(5).count(), 0);

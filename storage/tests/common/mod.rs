@@ -75,10 +75,14 @@ pub fn mixed_events(n: usize) -> Vec<Event> {
             0 if issued_so_far > 0 => {
                 let s = serial((i * 31) % issued_so_far);
                 let reason = RevocationReason::ALL[(i % 10) as usize];
-                revoked(&s, reason, 1_000 + i as i64, (i % 3 == 0).then_some(500 + i as i64))
+                revoked(&s, reason, 1_000 + i as i64, i.is_multiple_of(3).then_some(500 + i as i64))
             }
-            3 => crl(i, (i % 2 == 0).then_some(i - 1)),
-            5 => Event::AccountRegistered { account_id: format!("acct-{i}"), jwk_json: b"{}".to_vec(), contact: vec![] },
+            3 => crl(i, i.is_multiple_of(2).then_some(i - 1)),
+            5 => Event::AccountRegistered {
+                account_id: format!("acct-{i}"),
+                jwk_json: b"{}".to_vec(),
+                contact: vec![],
+            },
             _ => {
                 issued_so_far += 1;
                 issued(&serial(issued_so_far - 1), 1_000_000 + ((i as i64 * 7919) % 5_000) - 2_500)
