@@ -72,10 +72,7 @@ pub fn measure(threads: usize, secs: f64, op: &(dyn Fn() + Sync)) -> f64 {
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs_f64(secs));
         stop.store(true, Ordering::Relaxed);
-        let total: u64 = handles
-            .into_iter()
-            .map(|h| h.join().expect("calibration thread panicked"))
-            .sum();
+        let total: u64 = handles.into_iter().map(|h| h.join().expect("calibration thread panicked")).sum();
         (total, t0.elapsed())
     });
     total as f64 / elapsed.as_secs_f64()
@@ -95,43 +92,24 @@ fn fixture() -> Result<Fixture, String> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
         .map_err(|e| e.to_string())?;
-    let ring_key = EcdsaKeyPair::from_pkcs8(
-        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        pkcs8.as_ref(),
-        &rng,
-    )
-    .map_err(|e| e.to_string())?;
+    let ring_key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|e| e.to_string())?;
     // about the size of a leaf's TBSCertificate
     let message = vec![0x5a; 600];
-    let signature = ring_key
-        .sign(&rng, &message)
-        .map_err(|e| e.to_string())?
-        .as_ref()
-        .to_vec();
+    let signature = ring_key.sign(&rng, &message).map_err(|e| e.to_string())?.as_ref().to_vec();
     let csr = crate::csrs::make_csr("calibrate.example.internal")?;
 
-    let ca_key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut ca_params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Calibrate Issuing CA");
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Calibrate Issuing CA");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     let rcgen_issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let now = time::OffsetDateTime::now_utc();
-    let m = ca_core::ca::generate(KeyAlgorithm::EcdsaP256, "Calibrate", now)
-        .map_err(|e| e.to_string())?;
-    let signer =
-        Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).map_err(|e| e.to_string())?);
-    let ica = Arc::new(
-        IssuingCa::new(m.intermediate_der, m.root_der, signer).map_err(|e| e.to_string())?,
-    );
+    let m = ca_core::ca::generate(KeyAlgorithm::EcdsaP256, "Calibrate", now).map_err(|e| e.to_string())?;
+    let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).map_err(|e| e.to_string())?);
+    let ica = Arc::new(IssuingCa::new(m.intermediate_der, m.root_der, signer).map_err(|e| e.to_string())?);
     let authority = Authority::new(
         ica,
         Policy::new(PolicyConfig::default()).map_err(|e| e.to_string())?,
@@ -139,15 +117,7 @@ fn fixture() -> Result<Fixture, String> {
         &PublicUrls::from_base("http://127.0.0.1:8080").map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let f = Fixture {
-        ring_key,
-        rng,
-        message,
-        signature,
-        csr,
-        rcgen_issuer,
-        authority,
-    };
+    let f = Fixture { ring_key, rng, message, signature, csr, rcgen_issuer, authority };
     // every operation must succeed once before it is timed
     ring_sign(&f);
     ring_verify(&f);
@@ -185,9 +155,7 @@ fn rcgen_pipeline(f: &Fixture) -> Result<usize, String> {
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let cert = params
-        .signed_by(&req.public_key, &f.rcgen_issuer)
-        .map_err(|e| e.to_string())?;
+    let cert = params.signed_by(&req.public_key, &f.rcgen_issuer).map_err(|e| e.to_string())?;
     Ok(cert.der().len())
 }
 
@@ -195,35 +163,18 @@ fn core_issue(f: &Fixture) -> Result<usize, String> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let ev = f
         .authority
-        .issue(IssueRequest {
-            csr: &f.csr,
-            profile: "",
-            validity_secs: 0,
-            requester: "calibrate",
-            now,
-        })
+        .issue(IssueRequest { csr: &f.csr, profile: "", validity_secs: 0, requester: "calibrate", now })
         .map_err(|e| e.to_string())?;
     Ok(std::hint::black_box(ev).serial.as_bytes().len())
 }
 
 pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, String> {
-    let threads = args
-        .threads
-        .unwrap_or_else(crate::report::available_cores)
-        .max(1);
+    let threads = args.threads.unwrap_or_else(crate::report::available_cores).max(1);
     let f = fixture()?;
     type Op<'a> = Box<dyn Fn() + Sync + 'a>;
     let ops: Vec<(&'static str, &'static str, Op<'_>)> = vec![
-        (
-            "raw crypto",
-            "ring ECDSA P-256 sign",
-            Box::new(|| ring_sign(&f)),
-        ),
-        (
-            "raw crypto",
-            "ring ECDSA P-256 verify",
-            Box::new(|| ring_verify(&f)),
-        ),
+        ("raw crypto", "ring ECDSA P-256 sign", Box::new(|| ring_sign(&f))),
+        ("raw crypto", "ring ECDSA P-256 verify", Box::new(|| ring_verify(&f))),
         (
             "raw crypto",
             "CSR parse+verify, leaf build, P-256 sign (rcgen)",
@@ -240,15 +191,11 @@ pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, Stri
         ),
     ];
     let bar = if progress {
-        let b = ProgressBar::with_draw_target(
-            Some(ops.len() as u64 * 2),
-            ProgressDrawTarget::stderr_with_hz(4),
-        );
+        let b =
+            ProgressBar::with_draw_target(Some(ops.len() as u64 * 2), ProgressDrawTarget::stderr_with_hz(4));
         b.set_style(
-            ProgressStyle::with_template(
-                "calibrate [{elapsed_precise}] {bar:20} {pos}/{len} {msg}",
-            )
-            .expect("static template"),
+            ProgressStyle::with_template("calibrate [{elapsed_precise}] {bar:20} {pos}/{len} {msg}")
+                .expect("static template"),
         );
         b
     } else {
@@ -262,13 +209,7 @@ pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, Stri
         bar.set_message(format!("{name}, {threads} threads"));
         let all = measure(threads, args.seconds, op.as_ref());
         bar.inc(1);
-        results.push(Row {
-            group,
-            name,
-            one_thread_per_s: one,
-            all_threads_per_s: all,
-            threads,
-        });
+        results.push(Row { group, name, one_thread_per_s: one, all_threads_per_s: all, threads });
     }
     bar.finish_and_clear();
     let core = results.last().map_or(0.0, |r| r.all_threads_per_s);
@@ -310,11 +251,8 @@ impl CalibrateReport {
                 group = r.group;
                 let _ = writeln!(s, "{group}:");
             }
-            let scaling = if r.one_thread_per_s > 0.0 {
-                r.all_threads_per_s / r.one_thread_per_s
-            } else {
-                0.0
-            };
+            let scaling =
+                if r.one_thread_per_s > 0.0 { r.all_threads_per_s / r.one_thread_per_s } else { 0.0 };
             let _ = writeln!(
                 s,
                 "  {:<60} {:>12.0} {:>14.0} {:>7.2}x",
@@ -347,12 +285,8 @@ mod tests {
     fn rcgen_pipeline_output_verifies_against_its_issuer() {
         use x509_parser::prelude::FromDer;
         let f = fixture().unwrap();
-        let req =
-            rcgen::CertificateSigningRequestParams::from_der(&f.csr.as_slice().into()).unwrap();
-        let cert = req
-            .params
-            .signed_by(&req.public_key, &f.rcgen_issuer)
-            .unwrap();
+        let req = rcgen::CertificateSigningRequestParams::from_der(&f.csr.as_slice().into()).unwrap();
+        let cert = req.params.signed_by(&req.public_key, &f.rcgen_issuer).unwrap();
         let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(cert.der()).unwrap();
         let issuer_spki = rcgen::PublicKeyData::subject_public_key_info(f.rcgen_issuer.key());
         let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&issuer_spki).unwrap();

@@ -138,6 +138,7 @@ pub struct OcspArgs {
     /// OCSP responder URL (POST goes here; GET appends /{base64 request}).
     #[arg(long, default_value = "http://127.0.0.1:8080/ocsp")]
     pub url: String,
+    /// HTTP method of the OCSP requests.
     #[arg(long, value_enum, default_value_t = OcspMethod::Post)]
     pub method: OcspMethod,
     /// How GET encodes the request in the path.
@@ -180,18 +181,12 @@ pub struct CalibrateArgs {
 /// Parse `30s`, `1500ms`, `2m`, `1h`, `1.5s`, `250us`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: expected a number with a unit, e.g. 30s, 500ms, 2m"
-        ));
+        return Err(format!("invalid duration {s:?}: expected a number with a unit, e.g. 30s, 500ms, 2m"));
     }
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: {num:?} is not a number"))?;
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: {num:?} is not a number"))?;
     let secs_per_unit = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 1e-3,
@@ -200,31 +195,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         "d" => 86_400.0,
         u => {
-            return Err(format!(
-                "invalid duration {s:?}: unknown unit {u:?} (use us, ms, s, m, h, d)"
-            ));
+            return Err(format!("invalid duration {s:?}: unknown unit {u:?} (use us, ms, s, m, h, d)"));
         }
     };
-    Duration::try_from_secs_f64(v * secs_per_unit)
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+    Duration::try_from_secs_f64(v * secs_per_unit).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(format!(
-            "invalid rate {s:?}: expected requests per second > 0"
-        )),
+        _ => Err(format!("invalid rate {s:?}: expected requests per second > 0")),
     }
 }
 
 fn parse_positive_secs(s: &str) -> Result<f64, String> {
     let d = parse_duration(s)?;
-    if d.is_zero() {
-        Err("must be more than 0".into())
-    } else {
-        Ok(d.as_secs_f64())
-    }
+    if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d.as_secs_f64()) }
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -285,9 +271,7 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.json);
-        let Command::GrpcSign(a) = cli.command else {
-            panic!("wrong subcommand")
-        };
+        let Command::GrpcSign(a) = cli.command else { panic!("wrong subcommand") };
         assert_eq!(a.load.stop(), Stop::Duration(Duration::from_secs(30)));
         assert_eq!(a.load.warmup, Duration::from_secs(5));
         assert_eq!(a.load.concurrency, 64);
@@ -299,23 +283,12 @@ mod tests {
         assert_eq!(params["duration"], 30.0);
         assert_eq!(params["concurrency"], 64);
 
-        let Command::GrpcSign(d) = Cli::try_parse_from(["ca-loadtest", "grpc-sign"])
-            .unwrap()
-            .command
-        else {
+        let Command::GrpcSign(d) = Cli::try_parse_from(["ca-loadtest", "grpc-sign"]).unwrap().command else {
             panic!()
         };
         assert_eq!(d.load.stop(), Stop::Count(10_000));
         assert!(
-            Cli::try_parse_from([
-                "ca-loadtest",
-                "grpc-sign",
-                "--count",
-                "5",
-                "--duration",
-                "1s"
-            ])
-            .is_err()
+            Cli::try_parse_from(["ca-loadtest", "grpc-sign", "--count", "5", "--duration", "1s"]).is_err()
         );
         assert!(Cli::try_parse_from(["ca-loadtest", "grpc-sign", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["ca-loadtest", "grpc-sign", "--rate", "0"]).is_err());
@@ -336,9 +309,7 @@ mod tests {
             "1000",
         ])
         .unwrap();
-        let Command::Ocsp(a) = cli.command else {
-            panic!("wrong subcommand")
-        };
+        let Command::Ocsp(a) = cli.command else { panic!("wrong subcommand") };
         assert_eq!(a.method, OcspMethod::Mixed);
         assert_eq!(a.certs, 50);
         assert_eq!(a.hash, CertIdHash::Sha1);

@@ -12,38 +12,24 @@ pub fn csr_name(i: usize, domain: &str) -> String {
 
 /// One DER CSR for `name` with a fresh P-256 key.
 pub fn make_csr(name: &str) -> Result<Vec<u8>, String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| format!("key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
-        .map_err(|e| format!("name {name:?}: {e}"))?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| format!("key: {e}"))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| format!("name {name:?}: {e}"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| format!("csr: {e}"))?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let csr = params.serialize_request(&key).map_err(|e| format!("csr: {e}"))?;
     Ok(csr.der().to_vec())
 }
 
 /// `count` distinct DER CSRs, named `lt-<i>.<domain>`, generated on `threads` threads.
-pub fn generate(
-    count: usize,
-    domain: &str,
-    threads: usize,
-    progress: bool,
-) -> Result<Vec<Bytes>, String> {
+pub fn generate(count: usize, domain: &str, threads: usize, progress: bool) -> Result<Vec<Bytes>, String> {
     let bar = if progress {
-        let b = ProgressBar::with_draw_target(
-            Some(count as u64),
-            ProgressDrawTarget::stderr_with_hz(4),
-        );
+        let b = ProgressBar::with_draw_target(Some(count as u64), ProgressDrawTarget::stderr_with_hz(4));
         b.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {bar:30.green/blue} {pos}/{len} CSRs",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30.green/blue} {pos}/{len} CSRs")
+                .expect("static template")
+                .progress_chars("=> "),
         );
         b.set_prefix("csrs");
         b
@@ -72,10 +58,7 @@ pub fn generate(
             .collect();
         parts = handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("CSR thread panicked".into()))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err("CSR thread panicked".into())))
             .collect();
     });
     bar.finish_and_clear();
@@ -99,15 +82,9 @@ mod tests {
         assert_eq!(csrs.len(), 6);
         for (i, der) in csrs.iter().enumerate() {
             let (_, req) =
-                x509_parser::certification_request::X509CertificationRequest::from_der(der)
-                    .unwrap();
+                x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
             req.verify_signature().unwrap();
-            let cn = req
-                .certification_request_info
-                .subject
-                .iter_common_name()
-                .next()
-                .unwrap();
+            let cn = req.certification_request_info.subject.iter_common_name().next().unwrap();
             assert_eq!(cn.as_str().unwrap(), format!("lt-{i}.example.internal"));
         }
         let mut unique = csrs.clone();

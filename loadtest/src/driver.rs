@@ -29,17 +29,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: impl Into<Cow<'static, str>>) -> Self {
-        Failure {
-            kind: kind.into(),
-            detail: None,
-        }
+        Failure { kind: kind.into(), detail: None }
     }
 
     pub fn with_detail(kind: impl Into<Cow<'static, str>>, detail: impl std::fmt::Display) -> Self {
-        Failure {
-            kind: kind.into(),
-            detail: Some(detail.to_string()),
-        }
+        Failure { kind: kind.into(), detail: Some(detail.to_string()) }
     }
 }
 
@@ -86,16 +80,12 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(start: Instant, rate: Option<f64>) -> Self {
-        Schedule {
-            start,
-            rate: rate.filter(|r| *r > 0.0 && r.is_finite()),
-        }
+        Schedule { start, rate: rate.filter(|r| *r > 0.0 && r.is_finite()) }
     }
 
     /// The instant request `i` is due, or `None` in closed-loop mode (due as soon as a slot is free).
     pub fn due(&self, i: u64) -> Option<Instant> {
-        self.rate
-            .map(|r| self.start + Duration::from_secs_f64(i as f64 / r))
+        self.rate.map(|r| self.start + Duration::from_secs_f64(i as f64 / r))
     }
 
     /// Whether request `i` belongs to the phase, given the stop condition; `now` is only
@@ -169,11 +159,8 @@ pub async fn run_phase<S: Scenario>(
     stop_flag: Arc<AtomicBool>,
 ) -> PhaseResult {
     let concurrency = cfg.concurrency.max(1);
-    let shared = Arc::new(Shared {
-        next: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    });
+    let shared =
+        Arc::new(Shared { next: AtomicU64::new(0), done: AtomicU64::new(0), failed: AtomicU64::new(0) });
     let start = Instant::now();
     let schedule = Schedule::new(start, cfg.rate);
 
@@ -202,25 +189,21 @@ pub async fn run_phase<S: Scenario>(
                 let t0 = match schedule.due(i) {
                     Some(at) => {
                         tokio::time::sleep_until(at).await;
-                        out.lag.saturating_record(micros(
-                            Instant::now().saturating_duration_since(at),
-                        ));
+                        out.lag.saturating_record(micros(Instant::now().saturating_duration_since(at)));
                         at
                     }
                     None => Instant::now(),
                 };
-                let result =
-                    match tokio::time::timeout(timeout, scenario.one(slot, offset + i)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(Failure::new("timeout")),
-                    };
+                let result = match tokio::time::timeout(timeout, scenario.one(slot, offset + i)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::new("timeout")),
+                };
                 let now = Instant::now();
                 out.last_done = now;
                 match result {
                     Ok(()) => {
                         out.ok += 1;
-                        out.latency
-                            .saturating_record(micros(now.saturating_duration_since(t0)).max(1));
+                        out.latency.saturating_record(micros(now.saturating_duration_since(t0)).max(1));
                     }
                     Err(f) => {
                         shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -250,11 +233,7 @@ pub async fn run_phase<S: Scenario>(
                 let done = shared.done.load(Ordering::Relaxed);
                 let failed = shared.failed.load(Ordering::Relaxed);
                 let dt = now.duration_since(last.0).as_secs_f64();
-                let rate = if dt > 0.0 {
-                    (done - last.1) as f64 / dt
-                } else {
-                    0.0
-                };
+                let rate = if dt > 0.0 { (done - last.1) as f64 / dt } else { 0.0 };
                 last = (now, done);
                 match stop {
                     Stop::Count(_) => bar.set_position(done),
@@ -287,10 +266,7 @@ pub async fn run_phase<S: Scenario>(
             }
         };
         result.ok += out.ok;
-        result
-            .latency
-            .add(&out.latency)
-            .expect("histograms share bounds");
+        result.latency.add(&out.latency).expect("histograms share bounds");
         if let Some(lag) = result.schedule_lag.as_mut() {
             lag.add(&out.lag).expect("histograms share bounds");
         }
@@ -316,21 +292,14 @@ pub async fn run_phase<S: Scenario>(
 
 fn progress_bar(cfg: &PhaseConfig) -> ProgressBar {
     let (len, template) = match cfg.stop {
-        Stop::Count(n) => (
-            n,
-            "{prefix} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
-        ),
+        Stop::Count(n) => (n, "{prefix} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}"),
         Stop::Duration(d) => (
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             "{prefix} [{elapsed_precise}] {bar:30.cyan/blue} {msg}",
         ),
     };
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4));
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
     bar.set_prefix(cfg.label);
     bar
 }
@@ -382,11 +351,7 @@ mod tests {
     impl Scenario for Every3rdFails {
         async fn one(&self, _slot: usize, i: u64) -> Result<(), Failure> {
             tokio::time::sleep(Duration::from_micros(200)).await;
-            if i % 3 == 2 {
-                Err(Failure::with_detail("boom", format!("request {i}")))
-            } else {
-                Ok(())
-            }
+            if i % 3 == 2 { Err(Failure::with_detail("boom", format!("request {i}"))) } else { Ok(()) }
         }
     }
 
@@ -401,26 +366,12 @@ mod tests {
             progress: false,
             label: "test",
         };
-        let r = run_phase(
-            Arc::new(Every3rdFails),
-            &cfg,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await;
+        let r = run_phase(Arc::new(Every3rdFails), &cfg, Arc::new(AtomicBool::new(false))).await;
         assert_eq!(r.ok, 200);
         assert_eq!(r.error_count(), 100);
         assert_eq!(r.latency.len(), 200);
-        assert!(
-            r.latency.min() >= 200,
-            "latency recorded in microseconds: {}",
-            r.latency.min()
-        );
-        assert!(
-            r.errors["boom"]
-                .sample
-                .as_deref()
-                .is_some_and(|s| s.starts_with("request "))
-        );
+        assert!(r.latency.min() >= 200, "latency recorded in microseconds: {}", r.latency.min());
+        assert!(r.errors["boom"].sample.as_deref().is_some_and(|s| s.starts_with("request ")));
         assert!(r.schedule_lag.is_none());
     }
 
@@ -435,12 +386,7 @@ mod tests {
             progress: false,
             label: "test",
         };
-        let r = run_phase(
-            Arc::new(Every3rdFails),
-            &cfg,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await;
+        let r = run_phase(Arc::new(Every3rdFails), &cfg, Arc::new(AtomicBool::new(false))).await;
         assert_eq!(r.ok + r.error_count(), 50);
         // request 49 is due at 98 ms: the phase cannot finish before that
         assert!(r.elapsed >= Duration::from_millis(98), "{:?}", r.elapsed);

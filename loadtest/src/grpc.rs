@@ -51,12 +51,7 @@ pub async fn connect(addr: &str, k: usize, concurrency: usize) -> Result<Vec<Cha
         .buffer_size(concurrency.max(1024));
     let mut channels = Vec::with_capacity(k);
     for _ in 0..k.max(1) {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {addr}: {e:?}"))?,
-        );
+        channels.push(endpoint.connect().await.map_err(|e| format!("cannot connect to {addr}: {e:?}"))?);
     }
     Ok(channels)
 }
@@ -69,20 +64,10 @@ pub struct GrpcSign {
 }
 
 impl GrpcSign {
-    pub fn new(
-        channels: Vec<Channel>,
-        csrs: Vec<Bytes>,
-        profile: String,
-        validity_seconds: u64,
-    ) -> Self {
+    pub fn new(channels: Vec<Channel>, csrs: Vec<Bytes>, profile: String, validity_seconds: u64) -> Self {
         assert!(!channels.is_empty() && !csrs.is_empty());
         let clients = channels.into_iter().map(client).collect();
-        GrpcSign {
-            clients,
-            csrs,
-            profile,
-            validity_seconds,
-        }
+        GrpcSign { clients, csrs, profile, validity_seconds }
     }
 
     fn request(&self, i: u64) -> SignCsrRequest {
@@ -96,11 +81,7 @@ impl GrpcSign {
     /// Request `i` on connection `i % K`; the issued serial on success.
     pub async fn sign(&self, i: u64) -> Result<ca_proto::v1::SignCsrResponse, Failure> {
         let mut client = self.clients[(i % self.clients.len() as u64) as usize].clone();
-        let resp = client
-            .sign_csr(self.request(i))
-            .await
-            .map_err(|s| status_failure(&s))?
-            .into_inner();
+        let resp = client.sign_csr(self.request(i)).await.map_err(|s| status_failure(&s))?.into_inner();
         if resp.certificate_der.is_empty() || resp.serial.is_empty() {
             return Err(Failure::with_detail(
                 "bad-response",
@@ -126,13 +107,7 @@ pub async fn issuing_ca(channel: Channel) -> Result<Vec<u8>, String> {
     let resp = client(channel)
         .get_ca_certificates(GetCaCertificatesRequest {})
         .await
-        .map_err(|s| {
-            format!(
-                "GetCaCertificates: {}: {}",
-                code_name(s.code()),
-                s.message()
-            )
-        })?
+        .map_err(|s| format!("GetCaCertificates: {}: {}", code_name(s.code()), s.message()))?
         .into_inner();
     if resp.intermediate_der.is_empty() {
         return Err("GetCaCertificates returned no intermediate certificate".into());
@@ -169,12 +144,8 @@ pub async fn issue_all(
     let failed = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.clamp(1, n.max(1)) {
-        let (sign, next, failed, bar) = (
-            Arc::clone(&sign),
-            Arc::clone(&next),
-            Arc::clone(&failed),
-            bar.clone(),
-        );
+        let (sign, next, failed, bar) =
+            (Arc::clone(&sign), Arc::clone(&next), Arc::clone(&failed), bar.clone());
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while !failed.load(Ordering::Relaxed) {
@@ -186,11 +157,7 @@ pub async fn issue_all(
                     Ok(resp) => got.push((i, resp.serial)),
                     Err(f) => {
                         failed.store(true, Ordering::Relaxed);
-                        return Err(format!(
-                            "SignCsr #{i}: {} {}",
-                            f.kind,
-                            f.detail.unwrap_or_default()
-                        ));
+                        return Err(format!("SignCsr #{i}: {} {}", f.kind, f.detail.unwrap_or_default()));
                     }
                 }
                 bar.inc(1);
@@ -223,14 +190,8 @@ mod tests {
     fn status_kinds_use_canonical_code_names() {
         let f = status_failure(&tonic::Status::resource_exhausted("signing queue full"));
         assert_eq!(f.kind, "grpc RESOURCE_EXHAUSTED");
-        assert_eq!(
-            f.detail.as_deref(),
-            Some("RESOURCE_EXHAUSTED: signing queue full")
-        );
+        assert_eq!(f.detail.as_deref(), Some("RESOURCE_EXHAUSTED: signing queue full"));
         assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
-        assert_eq!(
-            status_failure(&tonic::Status::unavailable("x")).kind,
-            "grpc UNAVAILABLE"
-        );
+        assert_eq!(status_failure(&tonic::Status::unavailable("x")).kind, "grpc UNAVAILABLE");
     }
 }

@@ -35,9 +35,7 @@ impl Issuer {
     /// From the issuing CA certificate, PEM or DER.
     pub fn from_cert(bytes: &[u8]) -> Result<Self, String> {
         let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            pem::parse(bytes)
-                .map_err(|e| format!("issuer PEM: {e}"))?
-                .into_contents()
+            pem::parse(bytes).map_err(|e| format!("issuer PEM: {e}"))?.into_contents()
         } else {
             bytes.to_vec()
         };
@@ -45,12 +43,7 @@ impl Issuer {
             .map_err(|e| format!("issuer certificate: {e}"))?;
         Ok(Issuer {
             name_der: cert.tbs_certificate.subject.as_raw().to_vec(),
-            key_bits: cert
-                .tbs_certificate
-                .subject_pki
-                .subject_public_key
-                .data
-                .to_vec(),
+            key_bits: cert.tbs_certificate.subject_pki.subject_public_key.data.to_vec(),
         })
     }
 }
@@ -96,15 +89,12 @@ pub fn encode_request(issuer: &Issuer, serial: &[u8], hash: CertIdHash) -> Vec<u
 /// A serial written as hex (optionally `0x`-prefixed, `:`-separated, any case).
 pub fn parse_serial(s: &str) -> Result<Vec<u8>, String> {
     let t = s.trim();
-    let t = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
+    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
     let mut h: String = t.chars().filter(|c| *c != ':').collect();
     if h.is_empty() {
         return Err(format!("empty serial {s:?}"));
     }
-    if h.len() % 2 == 1 {
+    if !h.len().is_multiple_of(2) {
         h.insert(0, '0');
     }
     hex::decode(&h).map_err(|e| format!("serial {s:?} is not hex: {e}"))
@@ -161,11 +151,7 @@ pub fn response_status(der: &[u8]) -> Option<u8> {
         return None;
     }
     let len0 = *der.get(1)?;
-    let at = if len0 & 0x80 == 0 {
-        2
-    } else {
-        2 + usize::from(len0 & 0x7f)
-    };
+    let at = if len0 & 0x80 == 0 { 2 } else { 2 + usize::from(len0 & 0x7f) };
     match der.get(at..at + 3)? {
         [0x0a, 0x01, v] => Some(*v),
         _ => None,
@@ -179,30 +165,21 @@ pub fn check_response(
     body: &[u8],
 ) -> Result<(), Failure> {
     if status != StatusCode::OK {
+        let kind = format!("http {}", status.as_u16());
+        if body.is_empty() {
+            return Err(Failure::new(kind));
+        }
         let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        return Err(Failure::with_detail(
-            format!("http {}", status.as_u16()),
-            detail,
-        ));
+        return Err(Failure::with_detail(kind, detail));
     }
     let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with(RESPONSE_CONTENT_TYPE)
-    {
-        return Err(Failure::with_detail(
-            "ocsp wrong content-type",
-            format!("content-type {ct:?}"),
-        ));
+    if !ct.trim().to_ascii_lowercase().starts_with(RESPONSE_CONTENT_TYPE) {
+        return Err(Failure::with_detail("ocsp wrong content-type", format!("content-type {ct:?}")));
     }
     match response_status(body) {
         Some(0) => Ok(()),
         Some(v) => Err(Failure::new(format!("ocsp {}", response_status_name(v)))),
-        None => Err(Failure::with_detail(
-            "ocsp unparsable response",
-            format!("{} bytes", body.len()),
-        )),
+        None => Err(Failure::with_detail("ocsp unparsable response", format!("{} bytes", body.len()))),
     }
 }
 
@@ -216,20 +193,14 @@ pub struct Target {
 
 impl Target {
     pub async fn resolve(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             other => {
-                return Err(format!(
-                    "URL {url:?}: only http:// is supported (scheme {other:?})"
-                ));
+                return Err(format!("URL {url:?}: only http:// is supported (scheme {other:?})"));
             }
         }
-        let auth = uri
-            .authority()
-            .ok_or_else(|| format!("URL {url:?} has no host"))?;
+        let auth = uri.authority().ok_or_else(|| format!("URL {url:?} has no host"))?;
         let port = auth.port_u16().unwrap_or(80);
         let host = auth.host().trim_start_matches('[').trim_end_matches(']');
         let addr = tokio::net::lookup_host((host, port))
@@ -252,8 +223,7 @@ async fn connect(addr: SocketAddr) -> Result<Conn, Failure> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| Failure::with_detail("transport connect", e))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| Failure::with_detail("transport connect", e))?;
+    tcp.set_nodelay(true).map_err(|e| Failure::with_detail("transport connect", e))?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| Failure::with_detail("transport handshake", e))?;
@@ -286,11 +256,7 @@ impl Ocsp {
         }
         let get_uris = ders
             .iter()
-            .map(|d| {
-                get_path(&target.path, d, enc)
-                    .parse::<Uri>()
-                    .map_err(|e| format!("GET path: {e}"))
-            })
+            .map(|d| get_path(&target.path, d, enc).parse::<Uri>().map_err(|e| format!("GET path: {e}")))
             .collect::<Result<_, _>>()?;
         Ok(Ocsp {
             post_uri: target.path.parse().map_err(|e| format!("POST path: {e}"))?,
@@ -318,14 +284,11 @@ impl Ocsp {
         let get = match self.method {
             OcspMethod::Get => true,
             OcspMethod::Post => false,
-            OcspMethod::Mixed => i % 2 == 0,
+            OcspMethod::Mixed => i.is_multiple_of(2),
         };
         let builder = Request::builder().header(HOST, self.target.host.clone());
         let req = if get {
-            builder
-                .method(Method::GET)
-                .uri(self.get_uris[idx].clone())
-                .body(Full::new(Bytes::new()))
+            builder.method(Method::GET).uri(self.get_uris[idx].clone()).body(Full::new(Bytes::new()))
         } else {
             builder
                 .method(Method::POST)
@@ -360,10 +323,7 @@ impl Scenario for Ocsp {
             Ok(r) => r,
             Err(e) => {
                 *guard = None;
-                return Err(with_method(
-                    &method,
-                    Failure::with_detail("transport send", e),
-                ));
+                return Err(with_method(&method, Failure::with_detail("transport send", e)));
             }
         };
         let (parts, body) = resp.into_parts();
@@ -371,10 +331,7 @@ impl Scenario for Ocsp {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 *guard = None;
-                return Err(with_method(
-                    &method,
-                    Failure::with_detail("transport body", e),
-                ));
+                return Err(with_method(&method, Failure::with_detail("transport body", e)));
             }
         };
         drop(guard);
@@ -391,27 +348,16 @@ mod tests {
     fn ca() -> (Vec<u8>, String) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Loadtest Issuing CA");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "ca-loadtest");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Loadtest Issuing CA");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "ca-loadtest");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
         (cert.der().to_vec(), cert.pem())
     }
 
     fn openssl(args: &[&str]) -> String {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("openssl").args(args).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -427,34 +373,19 @@ mod tests {
 
         // a 128-bit serial with the high bit set (needs a 0x00 pad) and a short one
         for (serial_hex, hash, flag, name) in [
-            (
-                "8f1e2d3c4b5a69788796a5b4c3d2e1f0",
-                CertIdHash::Sha1,
-                "-sha1",
-                "sha1",
-            ),
+            ("8f1e2d3c4b5a69788796a5b4c3d2e1f0", CertIdHash::Sha1, "-sha1", "sha1"),
             ("0123abcd", CertIdHash::Sha1, "-sha1", "sha1"),
-            (
-                "5a69788796a5b4c3d2e1f08f1e2d3c4b",
-                CertIdHash::Sha256,
-                "-sha256",
-                "sha256",
-            ),
+            ("5a69788796a5b4c3d2e1f08f1e2d3c4b", CertIdHash::Sha256, "-sha256", "sha256"),
         ] {
             let ours = encode_request(&issuer, &parse_serial(serial_hex).unwrap(), hash);
             let ours_path = dir.path().join(format!("{serial_hex}.der"));
             std::fs::write(&ours_path, &ours).unwrap();
             let text = openssl(&["ocsp", "-reqin", ours_path.to_str().unwrap(), "-req_text"]);
             assert!(text.contains(&format!("Hash Algorithm: {name}")), "{text}");
-            let want_serial = serial_hex.trim_start_matches('0').to_uppercase();
-            assert!(
-                text.contains(&format!("Serial Number: {want_serial}")),
-                "{text}"
-            );
-            assert!(
-                !text.contains("Request Extensions"),
-                "no nonce expected: {text}"
-            );
+            // openssl prints the INTEGER's magnitude octets in uppercase hex
+            let want_serial = serial_hex.to_uppercase();
+            assert!(text.contains(&format!("Serial Number: {want_serial}")), "{text}");
+            assert!(!text.contains("Request Extensions"), "no nonce expected: {text}");
 
             // openssl's own request for the same CertID, without a nonce, is byte-identical
             let theirs_path = dir.path().join(format!("{serial_hex}.openssl.der"));
@@ -485,26 +416,16 @@ mod tests {
         assert!(parse_serial("").is_err());
         let list = parse_serials_file("# serials\n01ff\n\n  0x02 # second\n").unwrap();
         assert_eq!(list, vec![vec![0x01, 0xff], vec![0x02]]);
-        assert!(
-            parse_serials_file("01\nzz\n")
-                .unwrap_err()
-                .starts_with("line 2:")
-        );
+        assert!(parse_serials_file("01\nzz\n").unwrap_err().starts_with("line 2:"));
     }
 
     #[test]
     fn get_paths() {
         let der = [0xfb, 0xff, 0xbf, 0x00];
         // standard base64 "+/+/AA==" -> percent-encoded
-        assert_eq!(
-            get_path("/ocsp", &der, GetEncoding::Percent),
-            "/ocsp/%2B%2F%2B%2FAA%3D%3D"
-        );
+        assert_eq!(get_path("/ocsp", &der, GetEncoding::Percent), "/ocsp/%2B%2F%2B%2FAA%3D%3D");
         assert_eq!(get_path("/ocsp/", &der, GetEncoding::Raw), "/ocsp/+/+/AA==");
-        assert_eq!(
-            get_path("/ocsp", &der, GetEncoding::UrlSafe),
-            "/ocsp/-_-_AA"
-        );
+        assert_eq!(get_path("/ocsp", &der, GetEncoding::UrlSafe), "/ocsp/-_-_AA");
         for enc in [GetEncoding::Percent, GetEncoding::Raw, GetEncoding::UrlSafe] {
             assert!(get_path("/ocsp", &der, enc).parse::<Uri>().is_ok());
         }
@@ -519,29 +440,18 @@ mod tests {
         // the whole response for malformedRequest is 30 03 0a 01 01
         let malformed = [0x30, 0x03, 0x0a, 0x01, 0x01];
         assert_eq!(
-            check_response(StatusCode::OK, Some(&ct), &malformed)
-                .unwrap_err()
-                .kind,
+            check_response(StatusCode::OK, Some(&ct), &malformed).unwrap_err().kind,
             "ocsp malformedRequest"
         );
         assert_eq!(response_status(&[0x30, 0x03, 0x0a, 0x01, 0x03]), Some(3));
-        assert_eq!(
-            check_response(StatusCode::NOT_FOUND, None, b"no route")
-                .unwrap_err()
-                .kind,
-            "http 404"
-        );
+        assert_eq!(check_response(StatusCode::NOT_FOUND, None, b"no route").unwrap_err().kind, "http 404");
         let html = HeaderValue::from_static("text/html");
         assert_eq!(
-            check_response(StatusCode::OK, Some(&html), &ok)
-                .unwrap_err()
-                .kind,
+            check_response(StatusCode::OK, Some(&html), &ok).unwrap_err().kind,
             "ocsp wrong content-type"
         );
         assert_eq!(
-            check_response(StatusCode::OK, Some(&ct), b"hello")
-                .unwrap_err()
-                .kind,
+            check_response(StatusCode::OK, Some(&ct), b"hello").unwrap_err().kind,
             "ocsp unparsable response"
         );
         assert_eq!(response_status(&[]), None);

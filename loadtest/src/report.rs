@@ -24,16 +24,7 @@ pub struct Percentiles {
 impl Percentiles {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
-            return Percentiles {
-                count: 0,
-                min: 0,
-                mean: 0.0,
-                p50: 0,
-                p90: 0,
-                p99: 0,
-                p99_9: 0,
-                max: 0,
-            };
+            return Percentiles { count: 0, min: 0, mean: 0.0, p50: 0, p90: 0, p99: 0, p99_9: 0, max: 0 };
         }
         Percentiles {
             count: h.len(),
@@ -63,11 +54,7 @@ impl Machine {
             cores: available_cores(),
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
-            build: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            },
+            build: if cfg!(debug_assertions) { "debug" } else { "release" },
         }
     }
 }
@@ -167,6 +154,7 @@ impl Report {
                 .iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| match v {
+                    serde_json::Value::String(s) if s.is_empty() => format!("{k}=\"\""),
                     serde_json::Value::String(s) => format!("{k}={s}"),
                     v => format!("{k}={v}"),
                 })
@@ -195,12 +183,13 @@ impl Report {
             m.elapsed_s,
             if m.interrupted { " (interrupted)" } else { "" }
         );
-        let target = m
-            .target_rate
-            .map(|r| format!("  (target {r:.1}/s)"))
-            .unwrap_or_default();
+        let target = m.target_rate.map(|r| format!("  (target {r:.1}/s)")).unwrap_or_default();
         let _ = writeln!(s, "throughput    {:.1} ok/s{target}", m.throughput_ok_per_s);
-        let _ = writeln!(s, "latency (ms)  {}", percentile_line(&m.latency_us));
+        if m.latency_us.count == 0 {
+            let _ = writeln!(s, "latency (ms)  no successful request");
+        } else {
+            let _ = writeln!(s, "latency (ms)  {}", percentile_line(&m.latency_us));
+        }
         if let Some(lag) = &m.schedule_lag_us {
             let _ = writeln!(s, "start lag(ms) {}", percentile_line(lag));
         }
@@ -209,11 +198,8 @@ impl Report {
         } else {
             let _ = writeln!(s, "errors        by kind:");
             for (kind, e) in &m.errors_by_kind {
-                let sample = e
-                    .sample
-                    .as_deref()
-                    .map(|x| format!("  e.g. {}", truncate(x, 160)))
-                    .unwrap_or_default();
+                let sample =
+                    e.sample.as_deref().map(|x| format!("  e.g. {}", truncate(x, 160))).unwrap_or_default();
                 let _ = writeln!(s, "  {:>8}  {kind}{sample}", e.count);
             }
         }
@@ -266,10 +252,7 @@ mod tests {
         let mut errors = BTreeMap::new();
         errors.insert(
             "grpc RESOURCE_EXHAUSTED".to_string(),
-            ErrorStat {
-                count: 7,
-                sample: Some("queue full".into()),
-            },
+            ErrorStat { count: 7, sample: Some("queue full".into()) },
         );
         let phase = PhaseResult {
             latency: known(),
@@ -282,13 +265,8 @@ mod tests {
         let r = Report {
             tool: "ca-loadtest 0.1.0",
             scenario: "grpc-sign",
-            parameters: serde_json::json!({"concurrency": 32, "addr": "http://127.0.0.1:50051", "rate": null}),
-            machine: Machine {
-                cores: 2,
-                os: "linux",
-                arch: "x86_64",
-                build: "release",
-            },
+            parameters: serde_json::json!({"concurrency": 32, "addr": "http://127.0.0.1:50051", "rate": null, "profile": ""}),
+            machine: Machine { cores: 2, os: "linux", arch: "x86_64", build: "release" },
             warmup: None,
             setup_s: 0.1,
             measured: Measured::from_phase(&phase, None),
@@ -297,32 +275,28 @@ mod tests {
         assert!((r.measured.throughput_ok_per_s - 2000.0).abs() < 1e-9);
         let text = r.render();
         assert!(
-            text.contains("scenario      grpc-sign  (addr=http://127.0.0.1:50051 concurrency=32)"),
+            text.contains(
+                "scenario      grpc-sign  (addr=http://127.0.0.1:50051 concurrency=32 profile=\"\")"
+            ),
             "{text}"
         );
-        assert!(
-            text.contains("requests      1000 ok, 7 errors, in 0.500 s"),
-            "{text}"
-        );
+        assert!(text.contains("requests      1000 ok, 7 errors, in 0.500 s"), "{text}");
         assert!(text.contains("throughput    2000.0 ok/s"), "{text}");
         assert!(
             text.contains("latency (ms)  p50 0.500  p90 0.900  p99 0.990  p99.9 0.999  max 1.000"),
             "{text}"
         );
-        assert!(
-            text.contains("       7  grpc RESOURCE_EXHAUSTED  e.g. queue full"),
-            "{text}"
-        );
+        assert!(text.contains("       7  grpc RESOURCE_EXHAUSTED  e.g. queue full"), "{text}");
 
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let failed = PhaseResult { latency: new_histogram(), ok: 0, ..phase.clone() };
+        let all_failed = Report { measured: Measured::from_phase(&failed, None), ..r.clone() };
+        assert!(all_failed.render().contains("latency (ms)  no successful request"));
+
+        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(v["scenario"], "grpc-sign");
         assert_eq!(v["machine"]["cores"], 2);
         assert_eq!(v["measured"]["latency_us"]["p99_9"], 999);
-        assert_eq!(
-            v["measured"]["errors_by_kind"]["grpc RESOURCE_EXHAUSTED"]["count"],
-            7
-        );
+        assert_eq!(v["measured"]["errors_by_kind"]["grpc RESOURCE_EXHAUSTED"]["count"], 7);
         assert_eq!(v["parameters"]["concurrency"], 32);
     }
 }

@@ -46,11 +46,7 @@ pub async fn measure<S: Scenario>(
         };
         let r = run_phase(Arc::clone(&scenario), &cfg, Arc::clone(&stop_flag)).await;
         offset = r.ok + r.error_count();
-        Some(WarmupSummary {
-            seconds: r.elapsed.as_secs_f64(),
-            ok: r.ok,
-            errors: r.error_count(),
-        })
+        Some(WarmupSummary { seconds: r.elapsed.as_secs_f64(), ok: r.ok, errors: r.error_count() })
     };
     let cfg = PhaseConfig {
         concurrency,
@@ -92,12 +88,7 @@ pub async fn grpc_sign(args: &GrpcSignArgs, progress: bool) -> Result<Report, St
     let csrs = gen_csrs(args.csrs, &args.domain, progress).await?;
     let k = usize::try_from(args.connections).unwrap_or(1);
     let channels = grpc::connect(&args.addr, k, concurrency(&args.load)).await?;
-    let scenario = Arc::new(GrpcSign::new(
-        channels,
-        csrs,
-        args.profile.clone(),
-        args.validity.as_secs(),
-    ));
+    let scenario = Arc::new(GrpcSign::new(channels, csrs, args.profile.clone(), args.validity.as_secs()));
     let setup_s = setup.elapsed().as_secs_f64();
 
     let (warmup, result) = measure(scenario, &args.load, progress).await;
@@ -136,33 +127,21 @@ pub async fn ocsp(args: &OcspArgs, progress: bool) -> Result<Report, String> {
         let csrs = gen_csrs(args.certs, "ocsp.example.internal", progress).await?;
         let signer = Arc::new(GrpcSign::new(channels, csrs, String::new(), 0));
         let hex = grpc::issue_all(signer, concurrency(&args.load).min(64), progress).await?;
-        let serials = hex
-            .iter()
-            .map(|s| ocsp::parse_serial(s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let serials = hex.iter().map(|s| ocsp::parse_serial(s)).collect::<Result<Vec<_>, _>>()?;
         (issuer_der, serials)
     } else {
-        let path = args
-            .serials
-            .as_ref()
-            .ok_or("give --serials FILE (with --issuer CERT) or --from-grpc ADDR")?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--serials {}: {e}", path.display()))?;
-        let serials = ocsp::parse_serials_file(&text)
-            .map_err(|e| format!("--serials {}: {e}", path.display()))?;
-        let issuer =
-            issuer_from_file.ok_or("--serials needs --issuer CERT (the issuing CA, PEM or DER)")?;
+        let path =
+            args.serials.as_ref().ok_or("give --serials FILE (with --issuer CERT) or --from-grpc ADDR")?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--serials {}: {e}", path.display()))?;
+        let serials =
+            ocsp::parse_serials_file(&text).map_err(|e| format!("--serials {}: {e}", path.display()))?;
+        let issuer = issuer_from_file.ok_or("--serials needs --issuer CERT (the issuing CA, PEM or DER)")?;
         (issuer, serials)
     };
     let issuer = Issuer::from_cert(&issuer_der)?;
-    let ders: Vec<Vec<u8>> = serials
-        .iter()
-        .map(|s| ocsp::encode_request(&issuer, s, args.hash))
-        .collect();
+    let ders: Vec<Vec<u8>> = serials.iter().map(|s| ocsp::encode_request(&issuer, s, args.hash)).collect();
     let distinct = ders.len();
-    let k = args
-        .connections
-        .map_or(concurrency(&args.load), |k| usize::try_from(k).unwrap_or(1));
+    let k = args.connections.map_or(concurrency(&args.load), |k| usize::try_from(k).unwrap_or(1));
     let scenario = Arc::new(Ocsp::new(target, args.method, args.get_encoding, ders, k)?);
     scenario.warm_connections().await?;
     let setup_s = setup.elapsed().as_secs_f64();
