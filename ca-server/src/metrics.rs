@@ -57,79 +57,55 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self, store: &EventStore, uptime: Duration) -> String {
-        let mut o = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let mut o = String::with_capacity(4096);
+        let mut metric = |kind: &str, name: &str, help: &str, v: &dyn std::fmt::Display| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        counter(
-            "ca_certificates_issued_total",
-            "Certificates issued and durably logged.",
-            self.issued.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_sign_rejected_total",
-            "Sign requests rejected for bad input or policy.",
-            self.sign_rejected.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_sign_busy_total",
-            "Sign requests refused because the signing queue was full.",
-            self.sign_busy.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_sign_failed_total",
-            "Sign requests failed for internal reasons.",
-            self.sign_failed.load(Ordering::Relaxed),
-        );
-        counter("ca_revocations_total", "Revocations durably logged.", self.revoked.load(Ordering::Relaxed));
-        counter(
-            "ca_crl_publications_total",
-            "Full+delta CRL publications.",
-            self.crl_published.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_ocsp_responses_total",
-            "OCSP responses sent (all statuses).",
-            self.ocsp_responses.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_ocsp_cache_hits_total",
-            "OCSP responses served from the pre-signed cache.",
-            self.ocsp_cache_hits.load(Ordering::Relaxed),
-        );
-        counter(
-            "ca_ocsp_errors_total",
-            "OCSP requests answered with an error status.",
-            self.ocsp_errors.load(Ordering::Relaxed),
-        );
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        counter("ca_log_appends_total", "Append calls to the event log.", sm.appends_total);
-        counter("ca_log_batches_total", "Group-commit batches (one flush each).", sm.batches_total);
-        counter(
-            "ca_log_records_total",
-            "Records written to the event log by this process.",
-            sm.records_total,
+        let counters: [(&str, &str, u64); 12] = [
+            ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
+            (
+                "ca_sign_rejected_total",
+                "Sign requests rejected for bad input or policy.",
+                get(&self.sign_rejected),
+            ),
+            (
+                "ca_sign_busy_total",
+                "Sign requests refused because the signing queue was full.",
+                get(&self.sign_busy),
+            ),
+            ("ca_sign_failed_total", "Sign requests failed for internal reasons.", get(&self.sign_failed)),
+            ("ca_revocations_total", "Revocations durably logged.", get(&self.revoked)),
+            ("ca_crl_publications_total", "Full+delta CRL publications.", get(&self.crl_published)),
+            ("ca_ocsp_responses_total", "OCSP responses sent (all statuses).", get(&self.ocsp_responses)),
+            (
+                "ca_ocsp_cache_hits_total",
+                "OCSP responses served from the pre-signed cache.",
+                get(&self.ocsp_cache_hits),
+            ),
+            ("ca_ocsp_errors_total", "OCSP requests answered with an error status.", get(&self.ocsp_errors)),
+            ("ca_log_appends_total", "Append calls to the event log.", sm.appends_total),
+            ("ca_log_batches_total", "Group-commit batches (one flush each).", sm.batches_total),
+            ("ca_log_records_total", "Records written to the event log by this process.", sm.records_total),
+        ];
+        for (name, help, v) in counters {
+            metric("counter", name, help, &v);
+        }
+        metric(
+            "counter",
+            "ca_log_flush_seconds_total",
+            "Time spent in log flushes.",
+            &sm.flush_seconds_total(),
         );
-        let _ = writeln!(
-            o,
-            "# HELP ca_log_flush_seconds_total Time spent in log flushes.\n# TYPE ca_log_flush_seconds_total counter\nca_log_flush_seconds_total {}",
-            sm.flush_seconds_total()
+        metric("gauge", "ca_log_next_seq", "Sequence number the next record will get.", &store.next_seq());
+        metric(
+            "gauge",
+            "ca_signing_queue_depth",
+            "Sign jobs waiting for a signing thread.",
+            &self.signing_queue.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            o,
-            "# HELP ca_log_next_seq Sequence number the next record will get.\n# TYPE ca_log_next_seq gauge\nca_log_next_seq {}",
-            store.next_seq()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP ca_signing_queue_depth Sign jobs waiting for a signing thread.\n# TYPE ca_signing_queue_depth gauge\nca_signing_queue_depth {}",
-            self.signing_queue.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP ca_uptime_seconds Seconds since start.\n# TYPE ca_uptime_seconds gauge\nca_uptime_seconds {}",
-            uptime.as_secs()
-        );
+        metric("gauge", "ca_uptime_seconds", "Seconds since start.", &uptime.as_secs());
         self.sign_latency.render(
             &mut o,
             "ca_sign_duration_seconds",

@@ -12,25 +12,7 @@ fn cli_client_signs_gets_revokes_and_lists() {
     let dir = tmp.path().join("data");
     let server = Server::start(&dir);
     let work = tmp.path();
-    let (ok, out) = openssl(
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "r.csr",
-            "-subj",
-            "/CN=cli.example.internal",
-        ],
-        work,
-    );
-    assert!(ok, "{out}");
+    openssl_p256_csr(work, "k.pem", "r.csr", "/CN=cli.example.internal", &[]);
     let client = |args: &[&str]| {
         run(Command::new(BIN).arg("client").args(["--addr", &server.grpc]).args(args).current_dir(work))
     };

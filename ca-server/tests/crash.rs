@@ -56,20 +56,7 @@ async fn acknowledged_certificates_survive_kill_9_under_load() {
         let r = c.get_certificate(GetCertificateRequest { serial: s.clone() }).await;
         assert!(r.is_ok(), "acknowledged certificate {s} lost after kill -9: {r:?}");
     }
-    let mut logged = 0u64;
-    let mut token = String::new();
-    loop {
-        let r = c
-            .list_certificates(ListCertificatesRequest { page_size: 1000, page_token: token, status: 0 })
-            .await
-            .unwrap()
-            .into_inner();
-        logged += r.certificates.len() as u64;
-        if r.next_page_token.is_empty() {
-            break;
-        }
-        token = r.next_page_token;
-    }
+    let logged = list_all(&mut c, 1000, 0).await.len() as u64;
     assert!(
         logged >= acked.len() as u64,
         "log holds {logged} certificates, {} were acknowledged",

@@ -18,27 +18,13 @@ async fn issued_certificate_verifies_with_openssl_and_carries_profile_extensions
     let work = tmp.path();
 
     // A CSR made by openssl itself, as the README's quick start does.
-    let (ok, out) = openssl(
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=svc.example.internal",
-            "-addext",
-            "subjectAltName=DNS:svc.example.internal,DNS:api.example.internal,IP:10.1.2.3",
-        ],
+    openssl_p256_csr(
         work,
+        "leaf.key",
+        "leaf.csr",
+        "/CN=svc.example.internal",
+        &["-addext", "subjectAltName=DNS:svc.example.internal,DNS:api.example.internal,IP:10.1.2.3"],
     );
-    assert!(ok, "{out}");
     let csr = std::fs::read(work.join("leaf.csr")).unwrap();
     let r = c
         .sign_csr(SignCsrRequest { csr, profile: String::new(), validity_seconds: 0 })
@@ -385,21 +371,9 @@ async fn concurrent_signing_gives_distinct_serials_and_one_event_each() {
     assert_eq!(next_seq(&server), before + 200);
 
     // Paginated listing sees all of them exactly once.
-    let mut token = String::new();
     let mut listed = HashSet::new();
-    loop {
-        let r = c
-            .list_certificates(ListCertificatesRequest { page_size: 37, page_token: token, status: 0 })
-            .await
-            .unwrap()
-            .into_inner();
-        for i in r.certificates {
-            assert!(listed.insert(i.serial));
-        }
-        if r.next_page_token.is_empty() {
-            break;
-        }
-        token = r.next_page_token;
+    for i in list_all(&mut c, 37, 0).await {
+        assert!(listed.insert(i.serial));
     }
     assert_eq!(listed, serials);
     let revoked = c

@@ -163,6 +163,51 @@ pub fn csr_for(names: &[&str]) -> Vec<u8> {
     params.serialize_request(&key).expect("csr").der().to_vec()
 }
 
+/// A P-256 key and CSR made by the `openssl` CLI in `dir` (as the README's quick start
+/// does); `extra` adds e.g. `-addext subjectAltName=...`.
+pub fn openssl_p256_csr(dir: &Path, key: &str, csr: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out) = openssl(&args, dir);
+    assert!(ok, "openssl req: {out}");
+}
+
+/// Every certificate ListCertificates returns, following page tokens.
+pub async fn list_all(
+    c: &mut CertificateAuthorityClient<Channel>,
+    page_size: u32,
+    status: i32,
+) -> Vec<ca_proto::v1::CertificateInfo> {
+    let mut token = String::new();
+    let mut all = Vec::new();
+    loop {
+        let r = c
+            .list_certificates(ca_proto::v1::ListCertificatesRequest { page_size, page_token: token, status })
+            .await
+            .expect("ListCertificates")
+            .into_inner();
+        all.extend(r.certificates);
+        if r.next_page_token.is_empty() {
+            return all;
+        }
+        token = r.next_page_token;
+    }
+}
+
 /// Run a command, returning (success, stdout+stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("run command");
