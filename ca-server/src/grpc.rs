@@ -101,6 +101,13 @@ impl CaService {
         let serial = Serial::from_hex(&req.serial)?;
         let reason = convert::reason_from_proto(req.reason)?;
         let invalidity = (req.invalidity_date_unix != 0).then_some(req.invalidity_date_unix);
+        if let Some(t) = invalidity
+            && (t < 0 || t > now_unix())
+        {
+            return Err(AppError::InvalidArgument(format!(
+                "invalidity_date_unix {t} is in the future or negative; it is when the key was (suspected) compromised"
+            )));
+        }
         let _guard = app.revoke_lock.lock().await;
         let rec = app.store.cert(&serial)?;
         let now = now_unix();

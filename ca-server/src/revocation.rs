@@ -147,7 +147,11 @@ impl Revocation {
         if self.cfg.ocsp_delegated_signer {
             self.rotate_ocsp_signer().await?;
         }
-        self.publish().await?;
+        // A CA that cannot sign CRLs (e.g. an imported CA without cRLSign) still issues and
+        // answers OCSP; `/crl` then answers 500 and the log says why.
+        if let Err(e) = self.publish().await {
+            tracing::error!(error = %e, "initial CRL publication failed");
+        }
         let me = self.clone();
         tokio::spawn(async move { me.run(shutdown).await });
         Ok(())

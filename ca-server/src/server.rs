@@ -15,6 +15,9 @@ use crate::grpc::CaService;
 /// Largest gRPC message accepted; CSRs themselves are capped lower (64 KiB) with a clear error.
 const MAX_GRPC_MESSAGE: usize = 1 << 20;
 
+/// How long SIGTERM waits for in-flight requests before exiting.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A started server.
 pub struct Running {
     pub grpc_addr: SocketAddr,
@@ -28,8 +31,16 @@ impl Running {
     /// Stop accepting, let in-flight requests finish, flush the log.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            t.await.map_err(|e| AppError::Io(e.to_string()))??;
+        // Open WatchEvents streams would hold the drain forever: give in-flight requests a
+        // bounded time, then stop regardless. Every acknowledged event is already durable.
+        let drain = futures::future::join_all(self.tasks);
+        match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+            Ok(results) => {
+                for r in results {
+                    r.map_err(|e| AppError::Io(e.to_string()))??;
+                }
+            }
+            Err(_) => tracing::warn!(secs = DRAIN_TIMEOUT.as_secs(), "drain timed out; closing open streams"),
         }
         self.app.store.flush()?;
         Ok(())

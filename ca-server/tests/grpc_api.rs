@@ -214,7 +214,12 @@ async fn bad_input_gets_clear_errors_and_leaves_the_log_unchanged() {
     assert_eq!(next_seq(&server), before, "rejected requests must not touch the log");
     // The server is still healthy and serving.
     let ok = c.sign_csr(req(csr_for(&["fine.example.internal"]))).await;
-    assert!(ok.is_ok(), "{ok:?}");
+    let serial = ok.expect("a good request still succeeds").into_inner().serial;
+    assert_eq!(next_seq(&server), before + 1);
+    // An invalidity date in the future is refused.
+    let e =
+        c.revoke(RevokeRequest { serial, reason: 1, invalidity_date_unix: 4_000_000_000 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert_eq!(next_seq(&server), before + 1);
 }
 
@@ -443,4 +448,17 @@ async fn health_reflection_and_metrics_are_served() {
     }
     let (st, _) = server.http_get("/no-such-path");
     assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_even_with_an_open_watch_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let mut c = server.client().await;
+    let mut stream = c.watch_events(WatchEventsRequest { from_seq: 0 }).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().seq, 0);
+    let t = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "took {:?}", t.elapsed());
 }
