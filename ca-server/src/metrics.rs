@@ -52,6 +52,7 @@ pub struct Metrics {
     pub ocsp_responses: AtomicU64,
     pub ocsp_cache_hits: AtomicU64,
     pub ocsp_errors: AtomicU64,
+    pub ocsp_presigned: AtomicU64,
     pub sign_latency: Histogram,
 }
 
@@ -63,7 +64,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -85,6 +86,11 @@ impl Metrics {
                 get(&self.ocsp_cache_hits),
             ),
             ("ca_ocsp_errors_total", "OCSP requests answered with an error status.", get(&self.ocsp_errors)),
+            (
+                "ca_ocsp_presigned_total",
+                "OCSP answers signed ahead of any request.",
+                get(&self.ocsp_presigned),
+            ),
             ("ca_log_appends_total", "Append calls to the event log.", sm.appends_total),
             ("ca_log_batches_total", "Group-commit batches (one flush each).", sm.batches_total),
             ("ca_log_records_total", "Records written to the event log by this process.", sm.records_total),

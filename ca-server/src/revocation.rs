@@ -11,7 +11,8 @@
 //! - **OCSP** answers are signed once per (hash algorithm, serial) and cached until half
 //!   their validity has passed. A revocation invalidates the cached answers for its serial
 //!   before `Revoke` is acknowledged, so the next answer says `revoked`. A generation
-//!   counter stops a lookup that raced with a revocation from caching a stale `good`.
+//!   counter stops a lookup that raced with a revocation from caching a stale `good`. A
+//!   follower of the log pre-signs the `revoked` answers of every revocation it sees.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,10 +139,11 @@ impl Revocation {
         Ok(r)
     }
 
-    /// Publish the first CRLs, set up the OCSP signer and start the background task that
-    /// republishes on revocations and before nextUpdate.
+    /// Publish the first CRLs, set up the OCSP signer, and start the background tasks: one
+    /// republishes CRLs on revocations and before nextUpdate, one follows the log.
     pub async fn start(
         self: &Arc<Self>,
+        pool: SigningPool,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), AppError> {
         if self.cfg.ocsp_delegated_signer {
@@ -152,6 +154,7 @@ impl Revocation {
         if let Err(e) = self.publish().await {
             tracing::error!(error = %e, "initial CRL publication failed");
         }
+        tokio::spawn(self.clone().follow_log(pool, shutdown.clone()));
         let me = self.clone();
         tokio::spawn(async move { me.run(shutdown).await });
         Ok(())
@@ -442,9 +445,23 @@ impl Revocation {
             self.metrics.ocsp_cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
+        self.answer(responder, parsed.cert_ids, parsed.nonce, cache_key, pool).await
+    }
+
+    /// Look the statuses up, sign one response on the pool, cache it when `cache_key` says
+    /// it is the cacheable shape.
+    async fn answer(
+        &self,
+        responder: Arc<OcspResponder>,
+        cert_ids: Vec<CertId>,
+        nonce: Option<Vec<u8>>,
+        cache_key: Option<(HashAlgorithm, Serial)>,
+        pool: &SigningPool,
+    ) -> Bytes {
+        let now = now_unix();
         let generation = self.generation.load(Ordering::Acquire);
-        let mut statuses = Vec::with_capacity(parsed.cert_ids.len());
-        for id in &parsed.cert_ids {
+        let mut statuses = Vec::with_capacity(cert_ids.len());
+        for id in &cert_ids {
             match self.status_of(id) {
                 Ok(s) => statuses.push(s),
                 Err(e) => {
@@ -456,8 +473,7 @@ impl Revocation {
         let validity = self.cfg.ocsp_validity_secs as i64;
         let built = pool
             .run(move || {
-                let answers: Vec<SingleAnswer<'_>> = parsed
-                    .cert_ids
+                let answers: Vec<SingleAnswer<'_>> = cert_ids
                     .iter()
                     .zip(statuses)
                     .map(|(cert_id, status)| SingleAnswer {
@@ -467,7 +483,7 @@ impl Revocation {
                         next_update: now + validity,
                     })
                     .collect();
-                ocsp::build_response(&responder, &answers, now, parsed.nonce.as_deref())
+                ocsp::build_response(&responder, &answers, now, nonce.as_deref())
             })
             .await;
         let der = match built {
@@ -488,6 +504,41 @@ impl Revocation {
             c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + validity / 2 });
         }
         der
+    }
+
+    /// Follow the log: every `CertificateRevoked` (whatever path recorded it) invalidates
+    /// the serial's cached answers and pre-signs its `revoked` answers for SHA-1 and
+    /// SHA-256 CertIDs, so relying parties hit the cache right after a revocation.
+    async fn follow_log(
+        self: Arc<Self>,
+        pool: SigningPool,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures::StreamExt;
+        let mut records = Box::pin(self.store.watch(self.store.next_seq()));
+        loop {
+            let next = tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+                r = records.next() => r,
+            };
+            let rec = match next {
+                Some(Ok(rec)) => rec,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "revocation follower stopped");
+                    return;
+                }
+                None => return,
+            };
+            if let Event::CertificateRevoked(r) = &rec.event {
+                self.revoked(&r.serial);
+                let responder = self.responder();
+                for h in [HashAlgorithm::Sha1, HashAlgorithm::Sha256] {
+                    let id = responder.cert_id(h, &r.serial);
+                    self.answer(responder.clone(), vec![id], None, Some((h, r.serial.clone())), &pool).await;
+                    self.metrics.ocsp_presigned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     fn status_of(&self, id: &CertId) -> Result<CertStatus, AppError> {

@@ -75,7 +75,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    app.revocation.start(rx.clone()).await?;
+    app.revocation.start(app.pool.clone(), rx.clone()).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CertificateAuthorityServer<CaService>>().await;

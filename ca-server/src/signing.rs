@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+#[derive(Clone)]
 pub struct SigningPool {
     tx: Sender<Job>,
     depth: usize,

@@ -82,6 +82,25 @@ async fn ocsp_good_then_revoked_then_unknown_over_post_and_get() {
     let out = ocsp_via_openssl(&f, &["-cert", "leaf.pem"], &["-no_nonce"]);
     assert!(out.contains("leaf.pem: revoked"), "{out}");
 
+    // The log follower pre-signed the revoked answers: a nonce-less query is a cache hit.
+    let metric = |name: &str| -> u64 {
+        let (_, body) = f.server.http_get("/metrics");
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap()
+    };
+    let t = std::time::Instant::now();
+    while metric("ca_ocsp_presigned_total ") < 2 {
+        assert!(t.elapsed().as_secs() < 10, "revoked answers were not pre-signed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hits = metric("ca_ocsp_cache_hits_total ");
+    let out = ocsp_via_openssl(&f, &["-cert", "leaf.pem"], &["-no_nonce", "-sha256"]);
+    assert!(out.contains("leaf.pem: revoked"), "{out}");
+    assert_eq!(metric("ca_ocsp_cache_hits_total "), hits + 1, "served from the pre-signed cache");
+
     // A serial this CA never issued.
     let out = ocsp_via_openssl(&f, &["-serial", "0x0123456789abcdef"], &[]);
     assert!(out.contains(": unknown"), "{out}");
