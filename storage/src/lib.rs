@@ -52,8 +52,30 @@
 //! predecessor; if `meta.projected_through` is behind the head, the missing records are
 //! replayed into the projections (logged). Every projection write is an overwrite keyed
 //! by the record, so replaying records that were already partly projected converges to
-//! the same state. A store whose projections are current opens without replaying
-//! anything, whatever the log's size.
+//! the same state. If `meta.projected_through` is absent while the log is not empty (the
+//! first batch never reached `meta`, or a rebuild was interrupted), open runs a full
+//! rebuild (below) instead, which converges from any state of the trees. A store whose
+//! projections are current opens without replaying anything, whatever the log's size.
+//!
+//! # Rebuild
+//!
+//! [`EventStore::rebuild_projections`] (and open, as above) recomputes the projections
+//! from the whole log and makes the trees equal them; it runs on the writer thread, so
+//! appends wait. It removes `meta.projected_through` first, folds the log in memory with
+//! the lean decode (`ca_proto::convert::decode_event_index`: the indexed fields only, no
+//! copy of the certificate DER; it accepts exactly what the full decode accepts), on two
+//! threads per core over ranges of seqs, then walks each tree once in key order beside
+//! the sorted fold (`certs` and `revoked` on one thread, `expiry` on another), inserting
+//! what is missing or different and removing what the fold does not hold, and writes
+//! `meta` last. So a rebuild of intact projections writes nothing, and one of lost or
+//! damaged projections writes only the difference, in key order. It never clears or
+//! drops a tree: in sled 0.34 `Tree::clear` removes key by key and every freed page costs
+//! time linear in sled's free list, which made the old clear-and-refold rebuild run at
+//! ~20,000 records/s. Readers are not blocked meanwhile; each entry they read is its old
+//! or its final value (an intact store's entries do not change at all). Memory: the fold
+//! holds ~48 bytes per issuance; a log of more than 2,000,000 records is rebuilt in
+//! several passes, each over one hash partition of the serials, to bound it. Measured on
+//! 1,013,962 records (2 cores): 2.3-3.4 s with intact projections, ~8.5 s from empty trees.
 //!
 //! # sled trees and encodings
 //!
@@ -75,6 +97,7 @@
 mod codec;
 mod error;
 mod project;
+mod rebuild;
 mod store;
 mod watch;
 mod writer;

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use ca_core::Event;
 use ca_core::projection::{CertEntry, RevokedEntry};
+use ca_proto::convert::{IndexEvent, decode_event_index};
 use sled::Batch;
 
 use crate::StoreError;
@@ -43,6 +43,12 @@ impl ProjState {
             last_crl: u64_at(codec::META_LAST_CRL)?.unwrap_or(0),
             through: u64_at(codec::META_PROJECTED_THROUGH)?,
         })
+    }
+
+    /// Write these counters to `meta` (alone, without any index tree).
+    pub(crate) fn store(&self, meta: &sled::Tree) -> Result<(), StoreError> {
+        meta.apply_batch(self.meta_batch())?;
+        Ok(())
     }
 
     fn meta_batch(&self) -> Batch {
@@ -94,26 +100,26 @@ pub(crate) struct ProjBatch {
 
 impl ProjBatch {
     /// Fold one record in; mirrors `Inventory::apply` case by case.
-    pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &Event) {
+    pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &IndexEvent) {
         match event {
-            Event::CaInitialized(_) => st.ca_seq = Some(seq),
-            Event::CertificateIssued(c) => {
-                let entry = CertEntry { seq, not_after: c.not_after };
-                self.certs.insert(c.serial.as_bytes(), &codec::cert_value(&entry)[..]);
-                self.expiry.insert(codec::expiry_key(c.not_after, &c.serial), &[][..]);
+            IndexEvent::CaInitialized => st.ca_seq = Some(seq),
+            IndexEvent::CertificateIssued { serial, not_after } => {
+                let entry = CertEntry { seq, not_after: *not_after };
+                self.certs.insert(serial.as_bytes(), &codec::cert_value(&entry)[..]);
+                self.expiry.insert(codec::expiry_key(*not_after, serial), &[][..]);
             }
-            Event::CertificateRevoked(r) => {
+            IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
                 let entry = RevokedEntry {
                     seq,
-                    reason: r.reason,
-                    revoked_at: r.revoked_at,
-                    invalidity_date: r.invalidity_date,
+                    reason: *reason,
+                    revoked_at: *revoked_at,
+                    invalidity_date: *invalidity_date,
                 };
-                self.revoked.insert(r.serial.as_bytes(), &codec::revoked_value(&entry)[..]);
+                self.revoked.insert(serial.as_bytes(), &codec::revoked_value(&entry)[..]);
             }
             // Delta CRLs do not advance the full CRL number.
-            Event::CrlPublished(c) if c.delta_base.is_none() => st.last_crl = st.last_crl.max(c.number),
-            _ => {}
+            IndexEvent::CrlPublished { number, delta_base: None } => st.last_crl = st.last_crl.max(*number),
+            IndexEvent::CrlPublished { .. } | IndexEvent::Other => {}
         }
         st.through = Some(seq);
     }
@@ -158,7 +164,7 @@ pub(crate) fn fold_log(
                 });
             }
             let rec = codec::parse_log_value(seq, &v)?;
-            let event = ca_proto::convert::decode_event(rec.event)
+            let event = decode_event_index(rec.event)
                 .map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
             batch.apply(st, seq, &event);
             expected += 1;

@@ -17,6 +17,7 @@ use ca_proto::convert::{decode_event, encode_event};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::project::{self, ProjState, Trees};
+use crate::rebuild;
 use crate::writer::{AppendReq, Cmd, Prepared, Reply, Writer};
 use crate::{StoreError, codec};
 
@@ -241,6 +242,32 @@ impl std::fmt::Debug for EventStore {
     }
 }
 
+/// sled holds an exclusive file lock per database. A store handle dropped a moment ago in
+/// this process releases it only when its writer thread has finished its final flush, so a
+/// quick reopen (a restart in tests, `init` then `serve`) may briefly find it held: retry
+/// for up to 2 s before reporting the lock error (another process holding it still fails).
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let r = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            // We flush explicitly, once per batch, from the writer thread.
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match r {
+            // sled reports the held lock as ErrorKind::Other with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl EventStore {
     /// Open (or create) the store in `dir`, catch the projections up with the log, and start
     /// the writer thread.
@@ -250,13 +277,7 @@ impl EventStore {
 
     pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
         let started = Instant::now();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            // We flush explicitly, once per batch, from the writer thread.
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_sled(dir)?;
         let trees = Trees::open(db)?;
         check_format(&trees, opts.read_only)?;
 
@@ -276,11 +297,33 @@ impl EventStore {
                     ),
                 });
             }
-            let from = st.through.map_or(0, |t| t + 1);
-            if from < next_seq {
-                tracing::info!(from, to = next_seq - 1, "projections are behind the log; replaying");
-                replayed = project::fold_log(&trees, &mut st, from, next_seq, "catch-up")?;
-                trees.db.flush()?;
+            match st.through {
+                Some(t) if t + 1 < next_seq => {
+                    tracing::info!(
+                        from = t + 1,
+                        to = next_seq - 1,
+                        "projections are behind the log; replaying"
+                    );
+                    replayed = project::fold_log(&trees, &mut st, t + 1, next_seq, "catch-up")?;
+                    trees.db.flush()?;
+                }
+                Some(_) => {}
+                // Nothing projected, or a rebuild did not finish: the trees may hold anything
+                // the log implies, in any state, so only a full rebuild is certain to converge.
+                None if next_seq > 0 => {
+                    tracing::info!(
+                        records = next_seq,
+                        "projections are missing; rebuilding them from the log"
+                    );
+                    let t = Instant::now();
+                    let (rebuilt, report) =
+                        rebuild::rebuild(&trees, next_seq, rebuild::PASS_RECORDS, rebuild::scan_threads())?;
+                    trees.db.flush()?;
+                    report.log(t, "projections rebuilt at open");
+                    st = rebuilt;
+                    replayed = next_seq;
+                }
+                None => {}
             }
         }
 
@@ -333,6 +376,11 @@ impl EventStore {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    #[cfg(test)]
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.shared.trees
     }
 
     fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
@@ -646,8 +694,9 @@ impl EventStore {
         Ok(inv)
     }
 
-    /// Drop the projection trees and refold the whole log (on the writer thread, so appends
-    /// wait meanwhile). Returns the number of records replayed. Blocking.
+    /// Recompute the projections from the whole log and make the trees equal them, writing
+    /// only what differs (on the writer thread, so appends wait meanwhile; see the crate
+    /// docs). Returns the number of records folded. Blocking.
     pub fn rebuild_projections(&self) -> Result<u64, StoreError> {
         if self.inner.read_only {
             return Err(StoreError::ReadOnly);

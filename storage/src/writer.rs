@@ -14,9 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::Event;
 use ca_core::chain::{Hash, record_hash};
+use ca_proto::convert::IndexEvent;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::project::{self, ProjBatch, ProjState};
+use crate::project::{ProjBatch, ProjState};
+use crate::rebuild;
 use crate::store::Shared;
 use crate::{Appended, StoreError, StoredRecord, codec};
 
@@ -202,7 +204,7 @@ impl Writer {
                 let hash = record_hash(&head, seq, &p.bytes);
                 log_batch
                     .insert(&codec::log_key(seq)[..], codec::log_value(&head, &hash, recorded_at, &p.bytes));
-                proj.apply(&mut st, seq, &p.event);
+                proj.apply(&mut st, seq, &IndexEvent::of(&p.event));
                 appended.push(Appended { seq, hash });
                 records.push(Arc::new(StoredRecord {
                     seq,
@@ -261,30 +263,21 @@ impl Writer {
         }
     }
 
-    /// Drop the projections and refold the whole log. Runs on the writer so no append can
-    /// interleave with it.
+    /// Recompute the projections from the whole log and make the trees equal them (see
+    /// `rebuild.rs`). Runs on the writer so no append can interleave with it.
     fn rebuild(&mut self) -> Result<u64, StoreError> {
         let started = Instant::now();
-        let trees = &self.shared.trees;
-        // `meta` first: if we crash from here on, open sees no projected_through and
-        // replays from zero into whatever the trees hold, which converges (the fold only
-        // overwrites).
-        let mut st = ProjState::default();
-        ProjBatch::default().commit(trees, &st)?;
-        trees.certs.clear()?;
-        trees.revoked.clear()?;
-        trees.expiry.clear()?;
-        let n = project::fold_log(trees, &mut st, 0, self.next_seq, "rebuild")?;
+        let (st, report) = rebuild::rebuild(
+            &self.shared.trees,
+            self.next_seq,
+            rebuild::PASS_RECORDS,
+            rebuild::scan_threads(),
+        )?;
         self.flush()?;
         self.proj = st;
         self.shared.publish_committed(self.next_seq, self.shared.head(), &st);
-        tracing::info!(
-            records = n,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            rate_per_sec = project::rate(n, started),
-            "projections rebuilt from the log"
-        );
-        Ok(n)
+        report.log(started, "projections rebuilt from the log");
+        Ok(report.records)
     }
 
     /// Test/ops hook: corrupt one stored byte (see `EventStore::danger_flip_byte`).

@@ -14,6 +14,22 @@ use ca_storage::{EventStore, StatusFilter, StoreError, StoreOptions};
 use common::*;
 use futures::StreamExt;
 
+/// sled directly, bypassing the store; retries while a just-dropped store handle still
+/// holds the file lock (its writer thread finishes a final flush first).
+fn raw_sled(dir: &tempfile::TempDir) -> sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(dir.path()) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled: {e}"),
+        }
+    }
+}
+
 fn open(dir: &tempfile::TempDir) -> EventStore {
     EventStore::open(dir.path()).unwrap()
 }
@@ -94,7 +110,7 @@ fn given_a_malformed_stored_record_then_reads_fail_with_corrupt_and_never_panic(
     }
     drop(store);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(&dir);
         db.open_tree("log").unwrap().insert(2u64.to_be_bytes(), &[1u8, 2, 3][..]).unwrap();
         db.flush().unwrap();
     }
@@ -252,7 +268,7 @@ fn given_log_records_without_projections_when_reopening_then_projections_catch_u
         issued(&serial(3), -5),
     ];
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(&dir);
         let log = db.open_tree("log").unwrap();
         let mut prev = head.hash;
         for (i, e) in tail.iter().enumerate() {
