@@ -372,16 +372,12 @@ pub(crate) mod der {
     /// RFC 5280 Time: UTCTime for 1950..=2049, GeneralizedTime otherwise.
     pub fn time(w: &mut Vec<u8>, t: UnixSeconds) -> Result<(), Error> {
         let (y, rest) = civil(t)?;
-        if (1950..2050).contains(&y) {
-            w.push(UTC_TIME);
-            w.push(13);
-            push2(w, (y % 100) as u32);
-        } else {
-            w.push(GENERALIZED_TIME);
-            w.push(15);
-            push2(w, (y / 100) as u32);
-            push2(w, (y % 100) as u32);
+        if !(1950..2050).contains(&y) {
+            return generalized_time(w, t);
         }
+        w.push(UTC_TIME);
+        w.push(13);
+        push2(w, (y % 100) as u32);
         for v in rest {
             push2(w, v);
         }

@@ -150,11 +150,45 @@ pub(crate) fn fold_log(
     what: &'static str,
 ) -> Result<u64, StoreError> {
     let started = Instant::now();
-    let mut expected = from;
     let mut batch = ProjBatch::default();
     let mut pending = 0u64;
+    let n = for_each_indexed(&trees.log, from, end, |seq, event| {
+        batch.apply(st, seq, &event);
+        pending += 1;
+        if pending == REPLAY_CHUNK {
+            std::mem::take(&mut batch).commit(trees, st)?;
+            pending = 0;
+        }
+        let done = seq + 1 - from;
+        if done.is_multiple_of(PROGRESS_EVERY) {
+            tracing::info!(
+                what,
+                done,
+                total = end - from,
+                rate_per_sec = rate(done, started),
+                "projection replay progress"
+            );
+        }
+        Ok(())
+    })?;
+    if pending > 0 {
+        batch.commit(trees, st)?;
+    }
+    Ok(n)
+}
+
+/// Walk the log records `from..end` in order, decoding each for projection (the lean
+/// decode: no certificate DER copied), and fail on any missing record, including at the
+/// end. Shared by catch-up replay and rebuild. Returns how many records were visited.
+pub(crate) fn for_each_indexed(
+    log: &sled::Tree,
+    from: u64,
+    end: u64,
+    mut f: impl FnMut(u64, IndexEvent) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    let mut expected = from;
     if from < end {
-        for item in trees.log.range(codec::log_key(from)..codec::log_key(end)) {
+        for item in log.range(codec::log_key(from)..codec::log_key(end)) {
             let (k, v) = item?;
             let seq = codec::parse_log_key(&k, expected)?;
             if seq != expected {
@@ -166,23 +200,8 @@ pub(crate) fn fold_log(
             let rec = codec::parse_log_value(seq, &v)?;
             let event = decode_event_index(rec.event)
                 .map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
-            batch.apply(st, seq, &event);
+            f(seq, event)?;
             expected += 1;
-            pending += 1;
-            if pending == REPLAY_CHUNK {
-                std::mem::take(&mut batch).commit(trees, st)?;
-                pending = 0;
-            }
-            let done = expected - from;
-            if done.is_multiple_of(PROGRESS_EVERY) {
-                tracing::info!(
-                    what,
-                    done,
-                    total = end - from,
-                    rate_per_sec = rate(done, started),
-                    "projection replay progress"
-                );
-            }
         }
     }
     if expected != end {
@@ -190,9 +209,6 @@ pub(crate) fn fold_log(
             seq: expected,
             detail: format!("record missing from the log (expected records up to {})", end.saturating_sub(1)),
         });
-    }
-    if pending > 0 {
-        batch.commit(trees, st)?;
     }
     Ok(expected - from)
 }

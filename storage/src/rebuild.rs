@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ca_core::Serial;
 use ca_core::projection::{CertEntry, RevokedEntry};
-use ca_proto::convert::{IndexEvent, decode_event_index};
+use ca_proto::convert::IndexEvent;
 
 use crate::project::{ProjState, Trees};
 use crate::{StoreError, codec};
@@ -260,21 +260,8 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
     // costs address space, not memory.
     let records = usize::try_from(range.end - range.start).unwrap_or(0);
     let mut fold = Fold { issued: Vec::with_capacity(records / part.count as usize), ..Fold::default() };
-    let mut expected = range.start;
-    if range.is_empty() {
-        return Ok(fold);
-    }
-    for item in log.range(codec::log_key(range.start)..codec::log_key(range.end)) {
-        let (k, v) = item?;
-        let seq = codec::parse_log_key(&k, expected)?;
-        if seq != expected {
-            return Err(StoreError::Corrupt {
-                seq: expected,
-                detail: format!("record missing from the log (the next one is {seq})"),
-            });
-        }
-        let rec = codec::parse_log_value(seq, &v)?;
-        match decode_event_index(rec.event).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })? {
+    crate::project::for_each_indexed(log, range.start, range.end, |seq, event| {
+        match event {
             IndexEvent::CaInitialized => fold.ca_seq = Some(seq),
             IndexEvent::CertificateIssued { serial, not_after } => {
                 if part.owns(serial.as_bytes()) {
@@ -292,14 +279,8 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
             }
             IndexEvent::CrlPublished { .. } | IndexEvent::Other => {}
         }
-        expected += 1;
-    }
-    if expected != range.end {
-        return Err(StoreError::Corrupt {
-            seq: expected,
-            detail: format!("record missing from the log (expected records up to {})", range.end - 1),
-        });
-    }
+        Ok(())
+    })?;
     Ok(fold)
 }
 
