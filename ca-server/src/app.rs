@@ -49,8 +49,13 @@ impl DataDir {
 /// Open the store of a data dir, with an error that says what to do when another process
 /// holds it (sled allows one process per database).
 pub fn open_store(dir: &Path) -> Result<EventStore, AppError> {
+    open_store_with(dir, ca_storage::StoreOptions::default())
+}
+
+/// [`open_store`] with explicit options (the server passes `[storage]` from its config).
+pub fn open_store_with(dir: &Path, opts: ca_storage::StoreOptions) -> Result<EventStore, AppError> {
     fs::create_dir_all(dir)?;
-    EventStore::open(&DataDir(dir.to_path_buf()).log()).map_err(|e| {
+    EventStore::open_with(&DataDir(dir.to_path_buf()).log(), opts).map_err(|e| {
         AppError::Config(format!(
             "cannot open the event log in {}: {e} (is another ca-server using this data dir?)",
             dir.display()

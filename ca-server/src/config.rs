@@ -25,6 +25,16 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub profiles: Profiles,
     pub revocation: crate::revocation::RevocationConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Also `fdatasync` the log after each group-commit flush, so acknowledged events survive
+    /// power loss, not only a process crash (see ARCHITECTURE.md). Costs one device flush
+    /// per batch.
+    pub fsync_each_batch: bool,
 }
 
 impl Default for Config {
@@ -39,6 +49,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             profiles: Profiles::default(),
             revocation: Default::default(),
+            storage: StorageConfig::default(),
         }
     }
 }

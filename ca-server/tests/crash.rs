@@ -12,9 +12,21 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_certificates_survive_kill_9_under_load() {
+    crash_under_load(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_certificates_survive_kill_9_with_fsync_each_batch() {
+    crash_under_load(Some("[storage]\nfsync_each_batch = true\n")).await;
+}
+
+async fn crash_under_load(config: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start(&dir);
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, config.unwrap_or("")).unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let server = Server::start_with(&dir, &args);
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let csrs: Arc<Vec<Vec<u8>>> =
         Arc::new((0..64).map(|i| csr_for(&[&format!("k{i}.example.internal")])).collect());
@@ -50,7 +62,7 @@ async fn acknowledged_certificates_survive_kill_9_under_load() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "the load ran ({} acknowledged)", acked.len());
 
-    let server = Server::start(&dir);
+    let server = Server::start_with(&dir, &args);
     let mut c = server.client().await;
     for s in &acked {
         let r = c.get_certificate(GetCertificateRequest { serial: s.clone() }).await;
