@@ -125,9 +125,10 @@ impl CaService {
         .ok_or_else(|| {
             AppError::NotFound(format!("no certificate with serial {serial} was issued by this CA"))
         })?;
-        app.store.append(vec![event]).await?;
+        let appended = app.store.append(vec![event]).await?;
+        let seq = appended.first().map(|a| a.seq).unwrap_or_else(|| app.store.next_seq());
         // Before the acknowledgement: the next OCSP answer and CRL fetch must say revoked.
-        app.revocation.revoked(&serial);
+        app.revocation.revoked(&serial, seq);
         app.metrics.revoked.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%serial, reason = reason.name(), %requester, "certificate revoked");
         Ok(RevokeResponse { revoked_at_unix: now })

@@ -25,10 +25,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/chain.pem", get(chain_pem))
         .route("/ca.der", get(ca_der))
         .route("/metrics", get(metrics))
-        .route("/crl", get(crl_der))
-        .route("/crl.pem", get(crl_pem))
-        .route("/crl/delta", get(delta_der))
-        .route("/crl/delta.pem", get(delta_pem))
+        .route("/crl", crl_get(CrlRoute { delta: false, pem: false }))
+        .route("/crl.pem", crl_get(CrlRoute { delta: false, pem: true }))
+        .route("/crl/delta", crl_get(CrlRoute { delta: true, pem: false }))
+        .route("/crl/delta.pem", crl_get(CrlRoute { delta: true, pem: true }))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_BODY))
@@ -63,24 +63,20 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
-async fn crl_der(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
-    let crl = app.revocation.full_crl().await?;
-    Ok(crl_response(&crl, &h, false))
+/// Which CRL a route serves, and in which form.
+#[derive(Clone, Copy)]
+struct CrlRoute {
+    delta: bool,
+    pem: bool,
 }
 
-async fn crl_pem(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
-    let crl = app.revocation.full_crl().await?;
-    Ok(crl_response(&crl, &h, true))
+async fn crl(app: Arc<App>, h: HeaderMap, route: CrlRoute) -> Result<Response, AppError> {
+    let crl = if route.delta { app.revocation.delta_crl().await? } else { app.revocation.full_crl().await? };
+    Ok(crl_response(&crl, &h, route.pem))
 }
 
-async fn delta_der(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
-    let crl = app.revocation.delta_crl().await?;
-    Ok(crl_response(&crl, &h, false))
-}
-
-async fn delta_pem(State(app): State<Arc<App>>, h: HeaderMap) -> Result<Response, AppError> {
-    let crl = app.revocation.delta_crl().await?;
-    Ok(crl_response(&crl, &h, true))
+fn crl_get(route: CrlRoute) -> axum::routing::MethodRouter<Arc<App>> {
+    get(move |State(app): State<Arc<App>>, h: HeaderMap| crl(app, h, route))
 }
 
 /// CRLs are cacheable until nextUpdate; the ETag is the CRL number (plus the form).

@@ -11,7 +11,8 @@
 //! - **OCSP** answers are signed once per (hash algorithm, serial) and cached until half
 //!   their validity has passed. A revocation invalidates the cached answers for its serial
 //!   before `Revoke` is acknowledged, so the next answer says `revoked`. A generation
-//!   counter stops a lookup that raced with a revocation from caching a stale `good`. A
+//!   (one past the latest revocation's log seq) stops a lookup that raced with a
+//!   revocation from caching a stale `good`. A
 //!   follower of the log pre-signs the `revoked` answers of every revocation it sees.
 
 use std::collections::HashMap;
@@ -79,7 +80,7 @@ pub struct PublishedCrl {
     pub number: u64,
     pub this_update: i64,
     pub next_update: i64,
-    /// Every revocation with a generation below this is listed.
+    /// Every revocation recorded below this log seq is listed.
     pub covers_generation: u64,
 }
 
@@ -105,7 +106,8 @@ pub struct Revocation {
     delta: RwLock<Option<Arc<PublishedCrl>>>,
     base: std::sync::Mutex<Option<Base>>,
     publish_lock: tokio::sync::Mutex<()>,
-    /// Incremented after every durable revocation; CRLs and cached answers record it.
+    /// One past the log seq of the latest durable revocation; CRLs and cached answers record
+    /// the value they were built under.
     generation: AtomicU64,
     cache: RwLock<HashMap<(HashAlgorithm, Serial), CachedAnswer>>,
     wake: tokio::sync::Notify,
@@ -259,15 +261,20 @@ impl Revocation {
         Ok(())
     }
 
-    /// Called after a revocation is durable, before it is acknowledged.
-    pub fn revoked(&self, serial: &Serial) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// A revocation recorded at log `seq` is durable: invalidate the serial's cached answers
+    /// and mark the CRLs stale. Called by `Revoke` before it acknowledges and again by the
+    /// log follower; the generation is the highest revocation seq + 1, so the second call
+    /// changes nothing and does not cause a second CRL publication.
+    pub fn revoked(&self, serial: &Serial, seq: u64) {
+        let before = self.generation.fetch_max(seq + 1, Ordering::AcqRel);
         if let Ok(mut c) = self.cache.write() {
             for h in HashAlgorithm::ALL {
                 c.remove(&(h, serial.clone()));
             }
         }
-        self.wake.notify_one();
+        if before < seq + 1 {
+            self.wake.notify_one();
+        }
     }
 
     /// Build and log a full CRL and its delta from the current revoked set.
@@ -530,7 +537,7 @@ impl Revocation {
                 None => return,
             };
             if let Event::CertificateRevoked(r) = &rec.event {
-                self.revoked(&r.serial);
+                self.revoked(&r.serial, rec.seq);
                 let responder = self.responder();
                 for h in [HashAlgorithm::Sha1, HashAlgorithm::Sha256] {
                     let id = responder.cert_id(h, &r.serial);
