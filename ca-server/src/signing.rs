@@ -39,27 +39,32 @@ impl SigningPool {
         SigningPool { tx, depth, metrics }
     }
 
+    /// Queue `job` for a signing thread without waiting for it; refused at once when the
+    /// queue is full. The job reports its own outcome (e.g. through a oneshot it captured).
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), AppError> {
+        self.metrics.signing_queue.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Box::new(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.signing_queue.fetch_sub(1, Ordering::Relaxed);
+                Err(AppError::Busy(self.depth))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.signing_queue.fetch_sub(1, Ordering::Relaxed);
+                Err(AppError::ShuttingDown)
+            }
+        }
+    }
+
     /// Run `f` on a signing thread and await its result.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AppError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.submit(move || {
             let _ = done.send(f());
-        });
-        self.metrics.signing_queue.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.metrics.signing_queue.fetch_sub(1, Ordering::Relaxed);
-                return Err(AppError::Busy(self.depth));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.signing_queue.fetch_sub(1, Ordering::Relaxed);
-                return Err(AppError::ShuttingDown);
-            }
-        }
+        })?;
         wait.await.map_err(|_| AppError::ShuttingDown)
     }
 }

@@ -96,6 +96,9 @@ pub(crate) struct ProjBatch {
     certs: Batch,
     revoked: Batch,
     expiry: Batch,
+    /// Revocations in `revoked`: most batches hold none, and an empty sled batch still
+    /// costs a tree traversal setup and a log reservation.
+    n_revoked: usize,
 }
 
 impl ProjBatch {
@@ -116,6 +119,7 @@ impl ProjBatch {
                     invalidity_date: *invalidity_date,
                 };
                 self.revoked.insert(serial.as_bytes(), &codec::revoked_value(&entry)[..]);
+                self.n_revoked += 1;
             }
             // Delta CRLs do not advance the full CRL number.
             IndexEvent::CrlPublished { number, delta_base: None } => st.last_crl = st.last_crl.max(*number),
@@ -128,7 +132,9 @@ impl ProjBatch {
     /// trees hold.
     pub(crate) fn commit(self, trees: &Trees, st: &ProjState) -> Result<(), StoreError> {
         trees.certs.apply_batch(self.certs)?;
-        trees.revoked.apply_batch(self.revoked)?;
+        if self.n_revoked > 0 {
+            trees.revoked.apply_batch(self.revoked)?;
+        }
         trees.expiry.apply_batch(self.expiry)?;
         trees.meta.apply_batch(st.meta_batch())?;
         Ok(())

@@ -426,6 +426,38 @@ impl EventStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// [`append`](Self::append) without waiting, callable from any thread: `done` runs once
+    /// the batch is durable (or has failed). It runs on the writer thread, inside the
+    /// commit loop, so it must be cheap and must not block (send on a channel, bump a
+    /// counter). Errors found before the event reaches the writer (read-only store, closed
+    /// or failed store, an event that does not round-trip) are passed to `done` at once, on
+    /// the calling thread.
+    pub fn append_then(
+        &self,
+        events: Vec<Event>,
+        done: impl FnOnce(Result<Vec<Appended>, StoreError>) + Send + 'static,
+    ) {
+        if events.is_empty() {
+            return done(Ok(Vec::new()));
+        }
+        let events = match self.prepare(events) {
+            Ok(e) => e,
+            Err(e) => return done(Err(e)),
+        };
+        let Some(tx) = self.inner.tx.as_ref() else {
+            return done(Err(StoreError::Closed));
+        };
+        self.shared().metrics.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::SendError(cmd)) =
+            tx.send(Cmd::Append(AppendReq { events, reply: Reply::Callback(Box::new(done)) }))
+        {
+            self.shared().metrics.pending.fetch_sub(1, Ordering::Relaxed);
+            if let Cmd::Append(req) = cmd {
+                req.reply.send(Err(StoreError::Closed));
+            }
+        }
+    }
+
     /// [`append`](Self::append) for non-async callers; blocks the thread until durable.
     pub fn append_blocking(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
         if events.is_empty() {

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::Event;
@@ -31,18 +31,21 @@ pub(crate) const MAX_BATCH_EVENTS: usize = 4096;
 /// 1 or 1,000 records, so a slightly longer wait buys fewer, larger flushes; an idle
 /// store (single requests) never waits.
 const LINGER: Duration = Duration::from_micros(500);
-/// Stop lingering once a batch holds this many events.
+/// No linger when the first request already brings this many events.
 const LINGER_TARGET: usize = 64;
 
 /// Where a command's result goes: a tokio oneshot for async callers, a std channel for
-/// blocking ones (tokio's `blocking_recv` would panic inside a runtime).
+/// blocking ones (tokio's `blocking_recv` would panic inside a runtime), or a callback run
+/// on the writer thread (so a signing thread can hand its event over and have the writer
+/// answer the request directly: one wake-up per request instead of two).
 pub(crate) enum Reply<T> {
     Async(oneshot::Sender<Result<T, StoreError>>),
     Blocking(SyncSender<Result<T, StoreError>>),
+    Callback(Box<dyn FnOnce(Result<T, StoreError>) + Send>),
 }
 
 impl<T> Reply<T> {
-    fn send(self, r: Result<T, StoreError>) {
+    pub(crate) fn send(self, r: Result<T, StoreError>) {
         // A gone receiver means the caller stopped waiting (a dropped future): the outcome
         // stands either way, so there is nobody left to tell.
         match self {
@@ -52,6 +55,7 @@ impl<T> Reply<T> {
             Reply::Blocking(tx) => {
                 let _ = tx.send(r);
             }
+            Reply::Callback(f) => f(r),
         }
     }
 }
@@ -105,14 +109,14 @@ impl Writer {
                 Cmd::Append(req) => {
                     let mut n = req.events.len();
                     let mut batch = vec![req];
-                    let linger_until = (self.shared.metrics.last_batch_size.load(Ordering::Relaxed) > 1)
-                        .then(|| Instant::now() + LINGER);
+                    // Under load, sleep through the linger instead of waking for every
+                    // arrival (a blocking receive with a timeout costs a context switch
+                    // per request), then take whatever queued up.
+                    if self.shared.metrics.last_batch_size.load(Ordering::Relaxed) > 1 && n < LINGER_TARGET {
+                        std::thread::sleep(LINGER);
+                    }
                     loop {
-                        let wait = match linger_until {
-                            Some(t) if n < LINGER_TARGET => t.saturating_duration_since(Instant::now()),
-                            _ => Duration::ZERO,
-                        };
-                        match self.rx.recv_timeout(wait) {
+                        match self.rx.try_recv() {
                             Ok(Cmd::Append(r)) if n + r.events.len() <= MAX_BATCH_EVENTS => {
                                 self.shared.metrics.pending.fetch_sub(1, Ordering::Relaxed);
                                 n += r.events.len();
@@ -124,7 +128,7 @@ impl Writer {
                                 carry = Some(other);
                                 break;
                             }
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
                     self.commit_batch(batch, n);
