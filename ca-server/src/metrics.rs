@@ -64,7 +64,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 13] = [
+        let counters: [(&str, &str, u64); 14] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -92,8 +92,13 @@ impl Metrics {
                 get(&self.ocsp_presigned),
             ),
             ("ca_log_appends_total", "Append calls to the event log.", sm.appends_total),
-            ("ca_log_batches_total", "Group-commit batches (one flush each).", sm.batches_total),
+            ("ca_log_batches_total", "Group-commit batches (one journal write each).", sm.batches_total),
             ("ca_log_records_total", "Records written to the event log by this process.", sm.records_total),
+            (
+                "ca_log_checkpoints_total",
+                "sled flushes that emptied the commit journal.",
+                sm.checkpoints_total,
+            ),
         ];
         for (name, help, v) in counters {
             metric("counter", name, help, &v);
@@ -101,10 +106,16 @@ impl Metrics {
         metric(
             "counter",
             "ca_log_flush_seconds_total",
-            "Time spent in log flushes.",
+            "Time spent making group commits durable (commit journal writes and syncs).",
             &sm.flush_seconds_total(),
         );
         metric("gauge", "ca_log_next_seq", "Sequence number the next record will get.", &store.next_seq());
+        metric(
+            "gauge",
+            "ca_log_journal_recovered_at_open",
+            "Acknowledged records written back from the commit journal at start (unclean shutdown).",
+            &sm.journal_recovered_at_open,
+        );
         metric(
             "gauge",
             "ca_signing_queue_depth",

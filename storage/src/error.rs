@@ -44,6 +44,15 @@ pub enum StoreError {
     #[error("the event store stopped accepting writes after a storage failure ({0}); restart to recover")]
     Failed(String),
 
+    /// A read-only open found acknowledged records that exist only in the commit journal
+    /// (the last writer did not shut down cleanly); a read-write open writes them back.
+    #[error(
+        "{0} acknowledged record(s) are only in the commit journal (the server did not shut down \
+         cleanly); open the store read-write once (start the server, or run `audit rebuild`) to write \
+         them into the log"
+    )]
+    Unrecovered(usize),
+
     /// The data dir was written by an incompatible version of this crate.
     #[error("store format {found} is not supported (this build reads format {supported})")]
     Format { found: u32, supported: u32 },

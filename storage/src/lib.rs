@@ -4,58 +4,75 @@
 //!
 //! # Durability contract
 //!
-//! [`EventStore::append`] resolves `Ok` only after the batch holding its events has gone
-//! through `sled::Db::flush()`. What that flush does in sled 0.34.7 on Linux (default
-//! features, no `io_uring`): it writes every dirty log buffer into the `db` file with
-//! `pwrite` and then calls `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` on exactly
-//! the written byte range. It does **not** call `fsync`/`fdatasync` (sled calls
-//! `sync_all` only when `sync_file_range` is unavailable, and on non-Linux systems).
-//! Values too large for a log segment (over ~128 KiB; no event we write comes close) go to
-//! separate blob files that are written without any sync. Therefore:
+//! [`EventStore::append`] resolves `Ok` only after the batch holding its events has been
+//! written to the **commit journal** (`<dir>/ca-journal`, `journal.rs`) with one `pwrite`,
+//! and, with [`StoreOptions::fsync_each_batch`], `fdatasync`ed. The batch is in sled's
+//! trees (in memory) by then too, but sled is flushed only at **checkpoints**: every
+//! 16 MiB of journal or 5 s, with `sled::Db::flush()` (plus an `fdatasync` of sled's `db`
+//! file with `fsync_each_batch`), after which the journal is emptied. On open, the journal's
+//! records that sled's log lacks are checked against the hash chain and written back into
+//! the log before anything else happens; records sled already holds must be
+//! byte-identical, or the open fails naming the record.
+//!
+//! Why not `flush()` per batch: in sled 0.34.7 a flush (and every `apply_batch`, through
+//! `PageCache::pin_log`) seals the current I/O buffer and hands its write to sled's I/O
+//! pool, whose `notify_all` wakes every idle pool thread; measured under load, that was
+//! ~1.4 context switches per issued certificate and the largest cost outside signing.
 //!
 //! - **Process crash (`kill -9`, panic, OOM kill): an acknowledged event survives.** The
-//!   data is in the kernel's page cache (indeed already handed to the device).
-//! - **Power loss or kernel crash: weaker than fsync.** `sync_file_range` neither flushes
-//!   the device's volatile write cache nor persists file metadata (e.g. the file size when
-//!   the file grew), so the last acknowledged batches can be lost. sled recovers a prefix
-//!   of its log (each `apply_batch` all-or-nothing), and the chain stays valid.
-//! - **Stronger guarantee:** [`StoreOptions::fsync_each_batch`] adds an `fdatasync` of
-//!   sled's `db` file right after each batch's flush, in the writer before any waiter is
-//!   woken (`Writer::flush` in `writer.rs`), which makes acknowledged batches survive power
-//!   loss on hardware that honours cache flushes, at the cost of one more device flush per
-//!   batch (group commit amortises it across the batch).
+//!   journal write is in the kernel's page cache before the acknowledgement; sled
+//!   recovers a prefix of its own writes and the journal supplies the rest
+//!   (`tests/journal_crash.rs` aborts a child process between checkpoints and checks it).
+//! - **Power loss or kernel crash, default mode: the last acknowledged batches can be
+//!   lost.** Nothing forces the journal to the device per batch. The chain stays valid: a
+//!   torn frame fails its CRC and is dropped with everything after it.
+//! - **With [`StoreOptions::fsync_each_batch`]: power-loss durable** on hardware that
+//!   honours cache flushes: each batch's journal frame is `fdatasync`ed before any waiter
+//!   wakes, and sled's file is `fdatasync`ed at each checkpoint before the journal is
+//!   emptied. Group commit amortises the one device flush per batch.
+//! - sled itself: its flush writes dirty buffers with `pwrite` and calls
+//!   `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, not `fsync`; values over ~128 KiB
+//!   would go to separate blob files (no event we write comes close).
+//!
+//! A read-only open (`audit verify`) refuses a store whose journal still holds records
+//! that the log lacks ([`StoreError::Unrecovered`]) instead of verifying a log that is
+//! missing acknowledged history; a read-write open (starting the server) writes them back.
 //!
 //! No certificate may leave the process before its `append` returned: callers rely on
 //! this contract for "no acknowledged event is lost".
 //!
-//! If a write or flush fails, every waiter of that batch gets an error (never `Ok`) and
-//! the store refuses all later writes ([`StoreError::Failed`]): whether the batch reached
-//! the disk is unknown, and chaining more records onto it could acknowledge history that a
-//! restart does not have. Reopening recovers the durable state.
+//! If a write fails (sled, journal or checkpoint), every waiter of that batch gets an error
+//! (never `Ok`) and the store refuses all later writes ([`StoreError::Failed`]): whether
+//! the batch reached the disk is unknown, and chaining more records onto it could
+//! acknowledge history that a restart does not have. Reopening recovers the durable state.
 //!
 //! # Group commit
 //!
-//! One writer thread owns every write. Appenders send `(events, reply)` over a channel; the
-//! writer blocks for the first request, drains what else is queued (up to 4096 events per
-//! batch; a bigger single request goes alone, whole), assigns consecutive seqs, computes
-//! the hashes, writes the `log` batch, then the projection trees, then `meta`, then calls
-//! `flush()` once (sled 0.34's `flush_async` can deadlock with concurrent callers, sled
-//! issue 1308, so only this thread flushes), publishes the new durable head to readers,
-//! wakes every waiter and broadcasts the records to [`EventStore::watch`] streams. Readers
-//! never wait on the writer: they read sled directly, bounded by the durable head, so they
-//! never see a record that is not yet flushed.
+//! One writer thread owns every write. Appenders send `(events, reply)` over a channel
+//! (the server's signing threads use [`EventStore::append_then`], whose callback answers
+//! the gRPC request straight from the writer); the writer takes the first request, sleeps
+//! 500 us if the previous batch held more than one event (so a loaded store gathers bigger
+//! batches), drains what else is queued (up to 4096 events per batch; a bigger single
+//! request goes alone, whole), assigns consecutive seqs, computes the hashes, inserts the
+//! `log` records, then the projection entries, then `meta` (key by key: see `ProjBatch`),
+//! appends one journal frame, publishes the new durable head to readers, wakes every
+//! waiter and broadcasts the records to [`EventStore::watch`] streams. Readers never wait
+//! on the writer: they read sled directly, bounded by the durable head, so they never see
+//! a record that is not yet durable.
 //!
 //! # Crash consistency and recovery
 //!
-//! Writes go log first, projections second, `meta` last. On open: the head `(seq, hash)`
-//! is recovered from the last log record, which must hash correctly and chain from its
-//! predecessor; if `meta.projected_through` is behind the head, the missing records are
-//! replayed into the projections (logged). Every projection write is an overwrite keyed
-//! by the record, so replaying records that were already partly projected converges to
-//! the same state. If `meta.projected_through` is absent while the log is not empty (the
-//! first batch never reached `meta`, or a rebuild was interrupted), open runs a full
-//! rebuild (below) instead, which converges from any state of the trees. A store whose
-//! projections are current opens without replaying anything, whatever the log's size.
+//! Writes go log first, projections second, `meta.projected_through` last, all from the
+//! writer thread, so any prefix of them that sled recovers is consistent. On open: the
+//! journal is folded back into the log (above); the head `(seq, hash)` is recovered from
+//! the last log record, which must hash correctly and chain from its predecessor; if
+//! `meta.projected_through` is behind the head, the missing records are replayed into the
+//! projections (logged). Every projection write is an overwrite keyed by the record, so
+//! replaying records that were already partly projected converges to the same state. If
+//! `meta.projected_through` is absent while the log is not empty (the first batch never
+//! reached `meta`, or a rebuild was interrupted), open runs a full rebuild (below)
+//! instead, which converges from any state of the trees. A store whose projections are
+//! current opens without replaying anything, whatever the log's size.
 //!
 //! # Rebuild
 //!
@@ -96,6 +113,7 @@
 
 mod codec;
 mod error;
+mod journal;
 mod project;
 mod rebuild;
 mod store;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ca_core::projection::{CertEntry, RevokedEntry};
 use ca_proto::convert::{IndexEvent, decode_event_index};
-use sled::Batch;
+use sled::{Batch, IVec};
 
 use crate::StoreError;
 use crate::codec;
@@ -90,15 +90,19 @@ impl Trees {
     }
 }
 
-/// Projection updates for a run of records, applied as one sled batch per tree.
+/// Projection updates for a run of records, written key by key.
+///
+/// Not as `sled::Batch`es: in sled 0.34 every `apply_batch` seals the current I/O buffer
+/// twice (`PageCache::pin_log`), and each seal hands a write to sled's I/O pool, whose
+/// `notify_all` wakes every idle pool thread: about 30 context switches per group commit
+/// under load. Atomicity is not needed here: the writer issues the index writes before
+/// `meta`'s `projected_through`, sled recovers a prefix of its writes, and every index
+/// write is an idempotent overwrite that a replay from `projected_through + 1` repeats.
 #[derive(Default)]
 pub(crate) struct ProjBatch {
-    certs: Batch,
-    revoked: Batch,
-    expiry: Batch,
-    /// Revocations in `revoked`: most batches hold none, and an empty sled batch still
-    /// costs a tree traversal setup and a log reservation.
-    n_revoked: usize,
+    certs: Vec<(IVec, IVec)>,
+    revoked: Vec<(IVec, IVec)>,
+    expiry: Vec<(IVec, IVec)>,
 }
 
 impl ProjBatch {
@@ -108,8 +112,8 @@ impl ProjBatch {
             IndexEvent::CaInitialized => st.ca_seq = Some(seq),
             IndexEvent::CertificateIssued { serial, not_after } => {
                 let entry = CertEntry { seq, not_after: *not_after };
-                self.certs.insert(serial.as_bytes(), &codec::cert_value(&entry)[..]);
-                self.expiry.insert(codec::expiry_key(*not_after, serial), &[][..]);
+                self.certs.push((serial.as_bytes().into(), codec::cert_value(&entry)[..].into()));
+                self.expiry.push((codec::expiry_key(*not_after, serial).into(), IVec::default()));
             }
             IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
                 let entry = RevokedEntry {
@@ -118,8 +122,7 @@ impl ProjBatch {
                     revoked_at: *revoked_at,
                     invalidity_date: *invalidity_date,
                 };
-                self.revoked.insert(serial.as_bytes(), &codec::revoked_value(&entry)[..]);
-                self.n_revoked += 1;
+                self.revoked.push((serial.as_bytes().into(), codec::revoked_value(&entry)[..].into()));
             }
             // Delta CRLs do not advance the full CRL number.
             IndexEvent::CrlPublished { number, delta_base: None } => st.last_crl = st.last_crl.max(*number),
@@ -128,15 +131,22 @@ impl ProjBatch {
         st.through = Some(seq);
     }
 
-    /// Index trees first, `meta` last: `projected_through` never claims more than the
-    /// trees hold.
-    pub(crate) fn commit(self, trees: &Trees, st: &ProjState) -> Result<(), StoreError> {
-        trees.certs.apply_batch(self.certs)?;
-        if self.n_revoked > 0 {
-            trees.revoked.apply_batch(self.revoked)?;
+    /// Index trees first, `meta` last, `projected_through` last of all: it never claims
+    /// more than the trees hold. `before` is the state the batch started from (only the
+    /// counters that changed are written).
+    pub(crate) fn commit(self, trees: &Trees, before: &ProjState, st: &ProjState) -> Result<(), StoreError> {
+        for (tree, writes) in
+            [(&trees.certs, self.certs), (&trees.revoked, self.revoked), (&trees.expiry, self.expiry)]
+        {
+            for (k, v) in writes {
+                tree.insert(k, v)?;
+            }
         }
-        trees.expiry.apply_batch(self.expiry)?;
-        trees.meta.apply_batch(st.meta_batch())?;
+        if st.ca_seq != before.ca_seq || st.last_crl != before.last_crl || st.through.is_none() {
+            st.store(&trees.meta)?;
+        } else if let Some(t) = st.through {
+            trees.meta.insert(codec::META_PROJECTED_THROUGH, &t.to_be_bytes()[..])?;
+        }
         Ok(())
     }
 }
@@ -158,11 +168,13 @@ pub(crate) fn fold_log(
     let started = Instant::now();
     let mut batch = ProjBatch::default();
     let mut pending = 0u64;
+    let mut before = *st;
     let n = for_each_indexed(&trees.log, from, end, |seq, event| {
         batch.apply(st, seq, &event);
         pending += 1;
         if pending == REPLAY_CHUNK {
-            std::mem::take(&mut batch).commit(trees, st)?;
+            std::mem::take(&mut batch).commit(trees, &before, st)?;
+            before = *st;
             pending = 0;
         }
         let done = seq + 1 - from;
@@ -178,7 +190,7 @@ pub(crate) fn fold_log(
         Ok(())
     })?;
     if pending > 0 {
-        batch.commit(trees, st)?;
+        batch.commit(trees, &before, st)?;
     }
     Ok(n)
 }

@@ -16,6 +16,7 @@ use ca_core::{Event, Serial};
 use ca_proto::convert::{decode_event, encode_event};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::journal::{Journal, JournalRecord};
 use crate::project::{self, ProjState, Trees};
 use crate::rebuild;
 use crate::writer::{AppendReq, Cmd, Prepared, Reply, Writer};
@@ -94,14 +95,18 @@ pub struct ChainFailure {
 pub struct StoreMetrics {
     /// Append calls committed.
     pub appends_total: u64,
-    /// Group-commit batches (one flush each).
+    /// Group-commit batches (one journal write each).
     pub batches_total: u64,
     /// Records written.
     pub records_total: u64,
     /// Records in the most recent batch.
     pub last_batch_size: u64,
-    /// Time spent in flushes.
+    /// Time spent making batches durable (journal writes, with their syncs).
     pub flush_micros_total: u64,
+    /// sled flushes that emptied the journal.
+    pub checkpoints_total: u64,
+    /// Journal records written back into the log when the store was opened (after a crash).
+    pub journal_recovered_at_open: u64,
     /// Batches whose write or flush failed (each one poisons the store).
     pub failed_batches_total: u64,
     /// Commands queued for the writer and not yet picked up.
@@ -120,8 +125,9 @@ impl StoreMetrics {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// After each batch's `sled` flush, also `fdatasync` sled's data file, so an
-    /// acknowledged batch survives power loss too (at a latency cost; see the crate docs).
+    /// `fdatasync` the commit journal after each batch's write (and sled's data file at
+    /// each checkpoint), so an acknowledged batch survives power loss too (at a latency
+    /// cost; see the crate docs).
     pub fsync_each_batch: bool,
     /// For `audit verify` and offline readers: skip the head validation and projection
     /// catch-up (which could refuse a tampered log or modify projections) and refuse appends.
@@ -147,6 +153,8 @@ pub(crate) struct Metrics {
     pub records: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub flush_micros: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub journal_recovered: AtomicU64,
     pub failed_batches: AtomicU64,
     pub pending: AtomicU64,
     pub replayed_at_open: AtomicU64,
@@ -281,7 +289,33 @@ impl EventStore {
         let trees = Trees::open(db)?;
         check_format(&trees, opts.read_only)?;
 
-        let head = last_record(&trees.log, !opts.read_only)?;
+        let mut head = last_record(&trees.log, !opts.read_only)?;
+        let mut recovered = 0;
+        let journal = if opts.read_only {
+            let beyond = head.map_or(0, |h| h.seq + 1);
+            let pending = Journal::read(dir)?.iter().filter(|r| r.seq >= beyond).count();
+            if pending > 0 {
+                return Err(StoreError::Unrecovered(pending));
+            }
+            None
+        } else {
+            let (mut journal, records) = Journal::open(dir, opts.fsync_each_batch)?;
+            if !records.is_empty() {
+                recovered = recover_journal(&trees.log, &mut head, &records)?;
+                trees.db.flush()?;
+                if opts.fsync_each_batch {
+                    File::open(dir.join("db"))?.sync_data()?;
+                }
+                journal.reset()?;
+                if recovered > 0 {
+                    tracing::warn!(
+                        recovered,
+                        "wrote acknowledged records from the commit journal back into the log (unclean shutdown)"
+                    );
+                }
+            }
+            Some(journal)
+        };
         let next_seq = head.map_or(0, |h| h.seq + 1);
         let mut st = ProjState::load(&trees.meta)?;
         let mut replayed = 0;
@@ -341,6 +375,7 @@ impl EventStore {
             metrics: Metrics::default(),
         });
         shared.metrics.replayed_at_open.store(replayed, Ordering::Relaxed);
+        shared.metrics.journal_recovered.store(recovered, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let writer = Writer {
@@ -350,6 +385,8 @@ impl EventStore {
             next_seq,
             head: head.map_or(GENESIS, |h| h.hash),
             proj: st,
+            journal,
+            last_checkpoint: Instant::now(),
             fsync_file,
             failed: None,
         };
@@ -758,6 +795,8 @@ impl EventStore {
             records_total: l(&m.records),
             last_batch_size: l(&m.last_batch_size),
             flush_micros_total: l(&m.flush_micros),
+            checkpoints_total: l(&m.checkpoints),
+            journal_recovered_at_open: l(&m.journal_recovered),
             failed_batches_total: l(&m.failed_batches),
             pending_requests: l(&m.pending),
             replayed_at_open: l(&m.replayed_at_open),
@@ -854,6 +893,52 @@ fn records(
             decode_event(&event_bytes).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
         Ok(StoredRecord { seq, prev_hash, hash, recorded_at_micros, event_bytes, event })
     })
+}
+
+/// Write the journal's records that sled lost back into the log, checking each against the
+/// chain; records sled already holds must be byte-identical. Returns how many were written.
+/// (The projections catch up afterwards, like after any crash between log and `meta`.)
+fn recover_journal(
+    log: &sled::Tree,
+    head: &mut Option<Appended>,
+    records: &[JournalRecord],
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    for r in records {
+        let next = head.map_or(0, |h| h.seq + 1);
+        if r.seq < next {
+            if log.get(codec::log_key(r.seq))?.as_deref() != Some(&r.value[..]) {
+                return Err(StoreError::Corrupt {
+                    seq: r.seq,
+                    detail: "the commit journal and the log disagree about this record".into(),
+                });
+            }
+            continue;
+        }
+        if r.seq > next {
+            // Frames are written in seq order, so this is a stale frame left behind by a
+            // truncation that did not reach the disk: nothing after it was acknowledged
+            // on top of the log we have.
+            tracing::warn!(
+                seq = r.seq,
+                expected = next,
+                "commit journal skips ahead of the log; ignoring the rest"
+            );
+            break;
+        }
+        let v = codec::parse_log_value(r.seq, &r.value)?;
+        let prev = head.map_or(GENESIS, |h| h.hash);
+        if v.prev_hash != prev || record_hash(&v.prev_hash, r.seq, v.event) != v.hash {
+            return Err(StoreError::Corrupt {
+                seq: r.seq,
+                detail: "a commit journal record does not chain onto the log".into(),
+            });
+        }
+        log.insert(codec::log_key(r.seq), &r.value[..])?;
+        *head = Some(Appended { seq: r.seq, hash: v.hash });
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// The format marker: written on first open, checked on every later one.

@@ -17,6 +17,7 @@ use ca_core::chain::{Hash, record_hash};
 use ca_proto::convert::IndexEvent;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::journal::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, Journal};
 use crate::project::{ProjBatch, ProjState};
 use crate::rebuild;
 use crate::store::Shared;
@@ -86,7 +87,12 @@ pub(crate) struct Writer {
     pub next_seq: u64,
     pub head: Hash,
     pub proj: ProjState,
-    /// `Some` when fsync-per-batch is on: the sled data file, synced after each flush.
+    /// Makes each batch durable before it is acknowledged; emptied at checkpoints. `None`
+    /// for a read-only store (which refuses appends before they reach the writer).
+    pub journal: Option<Journal>,
+    pub last_checkpoint: Instant,
+    /// `Some` when fsync-per-batch is on: the sled data file, synced at each checkpoint
+    /// before the journal is emptied (the journal itself then syncs every batch).
     pub fsync_file: Option<File>,
     /// Set by the first failed write; every later write is refused with it.
     pub failed: Option<String>,
@@ -134,7 +140,7 @@ impl Writer {
                     self.commit_batch(batch, n);
                 }
                 Cmd::Flush(reply) => {
-                    let r = self.guard().and_then(|()| self.flush().map(|_| ()));
+                    let r = self.guard().and_then(|()| self.checkpoint());
                     reply.send(self.note_failure(r));
                 }
                 Cmd::Rebuild(reply) => {
@@ -145,9 +151,9 @@ impl Writer {
             }
         }
         if self.failed.is_none()
-            && let Err(e) = self.flush()
+            && let Err(e) = self.checkpoint()
         {
-            tracing::error!(error = %e, "final flush of the event store failed");
+            tracing::error!(error = %e, "final checkpoint of the event store failed");
         }
         tracing::debug!("event store writer stopped");
     }
@@ -173,16 +179,19 @@ impl Writer {
         r
     }
 
-    /// sled's flush, then the optional fsync; returns how long it took.
-    fn flush(&self) -> Result<Duration, StoreError> {
-        let t = Instant::now();
+    /// Flush sled (and fsync its file when asked), then empty the journal: everything it
+    /// held is now in sled's durable state.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.shared.trees.db.flush()?;
-        // Stronger durability: fsync of sled's data file makes the device flush its write
-        // cache (sled itself only calls sync_file_range on Linux; see the crate docs).
         if let Some(f) = &self.fsync_file {
             f.sync_data()?;
         }
-        Ok(t.elapsed())
+        if let Some(j) = &mut self.journal {
+            j.reset()?;
+        }
+        self.last_checkpoint = Instant::now();
+        self.shared.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn commit_batch(&mut self, reqs: Vec<AppendReq>, n_events: usize) {
@@ -194,7 +203,6 @@ impl Writer {
             return;
         }
         let recorded_at = now_micros();
-        let mut log_batch = sled::Batch::default();
         let mut proj = ProjBatch::default();
         let mut st = self.proj;
         let mut seq = self.next_seq;
@@ -202,12 +210,13 @@ impl Writer {
         let mut records = Vec::with_capacity(n_events);
         let mut answers = Vec::with_capacity(reqs.len());
         let n_reqs = reqs.len() as u64;
+        let mut values = Vec::with_capacity(n_events);
         for req in reqs {
             let mut appended = Vec::with_capacity(req.events.len());
             for p in req.events {
                 let hash = record_hash(&head, seq, &p.bytes);
-                log_batch
-                    .insert(&codec::log_key(seq)[..], codec::log_value(&head, &hash, recorded_at, &p.bytes));
+                let value = codec::log_value(&head, &hash, recorded_at, &p.bytes);
+                values.push((seq, value));
                 proj.apply(&mut st, seq, &IndexEvent::of(&p.event));
                 appended.push(Appended { seq, hash });
                 records.push(Arc::new(StoredRecord {
@@ -224,11 +233,20 @@ impl Writer {
             answers.push((req.reply, appended));
         }
 
-        // Log first, projections second, meta last (inside `commit`), then one flush.
+        // Log first, projections second, meta last (inside `commit`), all in sled's memory;
+        // then one journal write makes the batch durable. Key by key, not `apply_batch`
+        // (see `ProjBatch`): sled recovers a prefix of these writes, the journal the rest.
         let written = (|| {
-            self.shared.trees.log.apply_batch(log_batch)?;
-            proj.commit(&self.shared.trees, &st)?;
-            self.flush()
+            for (seq, value) in &values {
+                self.shared.trees.log.insert(codec::log_key(*seq), &value[..])?;
+            }
+            proj.commit(&self.shared.trees, &self.proj, &st)?;
+            let t = Instant::now();
+            self.journal
+                .as_mut()
+                .ok_or(StoreError::ReadOnly)?
+                .append(values.iter().map(|(seq, v)| (*seq, &v[..])))?;
+            Ok(t.elapsed())
         })();
         let flush_time = match self.note_failure(written) {
             Ok(d) => d,
@@ -265,6 +283,15 @@ impl Writer {
             // No subscribers is fine: watchers read the log for anything they missed.
             let _ = self.live.send(r);
         }
+        // After the waiters are answered: a checkpoint delays the next batch, not this one.
+        if self.journal.as_ref().is_some_and(|j| j.len() >= CHECKPOINT_BYTES)
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+        {
+            let r = self.checkpoint();
+            if self.note_failure(r).is_err() {
+                self.shared.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Recompute the projections from the whole log and make the trees equal them (see
@@ -277,7 +304,7 @@ impl Writer {
             rebuild::PASS_RECORDS,
             rebuild::scan_threads(),
         )?;
-        self.flush()?;
+        self.checkpoint()?;
         self.proj = st;
         self.shared.publish_committed(self.next_seq, self.shared.head(), &st);
         report.log(started, "projections rebuilt from the log");
@@ -295,7 +322,7 @@ impl Writer {
         })?;
         *byte ^= 0xff;
         log.insert(key, v)?;
-        self.flush()?;
+        self.checkpoint()?;
         tracing::warn!(seq, offset, "danger_flip_byte: deliberately corrupted a log record");
         Ok(())
     }
