@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Highest latency the histograms track (1 hour, in microseconds); longer values saturate.
@@ -134,6 +135,42 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3).expect("static histogram bounds are valid")
 }
 
+/// Open-loop pacer: every millisecond, release one ticket per request that has come due
+/// (request `i` is due at `start + i / rate`). When the phase's last request has been
+/// released, or on ctrl-c, release one more ticket per worker so each of them wakes,
+/// finds the phase over and exits.
+async fn pace(
+    schedule: Schedule,
+    stop: Stop,
+    tickets: Arc<Semaphore>,
+    stop_flag: Arc<AtomicBool>,
+    workers: usize,
+) {
+    let Some(rate) = schedule.rate else { return };
+    let last = match stop {
+        Stop::Count(n) => n,
+        // Requests due before the end of the phase: i / rate < d.
+        Stop::Duration(d) => (d.as_secs_f64() * rate).ceil() as u64,
+    };
+    let mut released = 0u64;
+    let mut tick = tokio::time::interval(PACER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while released < last && !stop_flag.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let elapsed = Instant::now().saturating_duration_since(schedule.start).as_secs_f64();
+        // Request i is due once i <= elapsed * rate: that makes floor(elapsed * rate) + 1 due.
+        let due = ((elapsed * rate).floor() as u64 + 1).min(last);
+        if due > released {
+            tickets.add_permits(usize::try_from(due - released).unwrap_or(usize::MAX));
+            released = due;
+        }
+    }
+    tickets.add_permits(workers);
+}
+
+/// How often the open-loop pacer releases due requests (tokio's timer resolution).
+const PACER_TICK: Duration = Duration::from_millis(1);
+
 impl Shared {
     fn hists(&self) -> std::sync::MutexGuard<'_, Hists> {
         // A worker that panicked while holding the lock left whole values behind
@@ -184,12 +221,23 @@ pub async fn run_phase<S: Scenario>(
     });
     let start = Instant::now();
     let schedule = Schedule::new(start, cfg.rate);
+    // Open loop: one pacer hands out a ticket per due request, once per millisecond,
+    // instead of every worker sleeping on its own timer. Per-request timers made the
+    // generator spend ~35 us more CPU per request than in closed loop on the machine it
+    // shares with the server. Latency is still measured from each request's own due
+    // instant, so the tick's granularity shows up in the lag histogram, never hidden.
+    let tickets = schedule.rate.map(|_| Arc::new(Semaphore::new(0)));
+    let pacer = tickets.as_ref().map(|tickets| {
+        let (tickets, stop_flag, stop) = (Arc::clone(tickets), Arc::clone(&stop_flag), cfg.stop);
+        tokio::spawn(pace(schedule, stop, tickets, stop_flag, concurrency))
+    });
 
     let mut workers = Vec::with_capacity(concurrency);
     for slot in 0..concurrency {
         let scenario = Arc::clone(&scenario);
         let shared = Arc::clone(&shared);
         let stop_flag = Arc::clone(&stop_flag);
+        let tickets = tickets.clone();
         let (stop, timeout, offset) = (cfg.stop, cfg.timeout, cfg.index_offset);
         workers.push(tokio::spawn(async move {
             let mut out = WorkerOut { ok: 0, errors: BTreeMap::new(), last_done: start };
@@ -197,13 +245,20 @@ pub async fn run_phase<S: Scenario>(
                 if stop_flag.load(Ordering::Relaxed) {
                     break;
                 }
+                if let Some(t) = &tickets {
+                    match t.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                }
                 let i = shared.next.fetch_add(1, Ordering::Relaxed);
                 if !schedule.admits(i, stop, Instant::now()) {
                     break;
                 }
                 let t0 = match schedule.due(i) {
                     Some(at) => {
-                        tokio::time::sleep_until(at).await;
+                        // Tickets are only handed out for due requests; a request that
+                        // waited for a free worker starts late and its lag says so.
                         let lag = micros(Instant::now().saturating_duration_since(at));
                         shared.hists().lag.saturating_record(lag);
                         at
@@ -294,6 +349,9 @@ pub async fn run_phase<S: Scenario>(
     }
     if let Some(t) = ticker {
         t.abort();
+    }
+    if let Some(p) = pacer {
+        p.abort();
     }
     let hists = shared.hists();
     result.latency.add(&hists.latency).expect("histograms share bounds");

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::Event;
@@ -28,8 +28,8 @@ use crate::{Appended, StoreError, StoredRecord, codec};
 pub(crate) const MAX_BATCH_EVENTS: usize = 4096;
 
 /// Under load (the previous batch held more than one event), the writer waits this long
-/// after the first request for more to join the batch. One flush costs about the same for
-/// 1 or 1,000 records, so a slightly longer wait buys fewer, larger flushes; an idle
+/// after the first request for more to join the batch. One group commit costs about the
+/// same for 1 or 1,000 records, so a slightly longer wait buys fewer, larger ones; an idle
 /// store (single requests) never waits.
 const LINGER: Duration = Duration::from_micros(500);
 /// No linger when the first request already brings this many events.
@@ -104,11 +104,26 @@ impl Writer {
         loop {
             let first = match carry.take() {
                 Some(c) => c,
-                None => match self.rx.recv() {
-                    Ok(c) => c,
-                    // Every store handle is gone: shut down.
-                    Err(_) => break,
-                },
+                None => {
+                    // An idle store with journaled records checkpoints after a quiet
+                    // interval, so a crash while idle leaves nothing to write back.
+                    let journaled = self.journal.as_ref().is_some_and(|j| j.len() > 0);
+                    let next = if journaled && self.failed.is_none() {
+                        self.rx.recv_timeout(CHECKPOINT_INTERVAL)
+                    } else {
+                        self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    };
+                    match next {
+                        Ok(c) => c,
+                        Err(RecvTimeoutError::Timeout) => {
+                            let r = self.checkpoint();
+                            let _ = self.note_failure(r);
+                            continue;
+                        }
+                        // Every store handle is gone: shut down.
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
             };
             self.shared.metrics.pending.fetch_sub(1, Ordering::Relaxed);
             match first {

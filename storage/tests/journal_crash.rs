@@ -115,3 +115,20 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn an_idle_store_checkpoints_and_empties_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    store.append_blocking(vec![issued(&serial(1), 1_900_000_000)]).unwrap();
+    let journal = dir.path().join("ca-journal");
+    assert!(std::fs::metadata(&journal).unwrap().len() > 0, "the append went through the journal");
+    let before = store.metrics().checkpoints_total;
+    // The writer checkpoints after 5 s without appends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while store.metrics().checkpoints_total == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(store.metrics().checkpoints_total > before, "no idle checkpoint within 15 s");
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "the checkpoint emptied the journal");
+}
