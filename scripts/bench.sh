@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md on one machine, in one run:
-# calibrate (raw limit) -> ca-server grpc-sign (closed loop, then open loop at 80% of the
+# calibrate (raw limit) -> ca-server grpc-sign (closed loop, then open loop at 80/70/60% of the
 # measured peak) -> calibrate again -> OCSP (POST, GET) -> cfssl serve (same machine).
 # Needs: release builds of ca-server and ca-loadtest; Debian packages golang-cfssl, hey.
 set -euo pipefail
@@ -20,9 +20,12 @@ echo "== grpc-sign closed loop, c=256"
 "$BIN/ca-loadtest" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s >sign.json
 python3 -c "import json;m=json.load(open('sign.json'))['measured'];print('peak %.0f/s p50 %.1f p99 %.1f ms'%(m['throughput_ok_per_s'],m['latency_us']['p50']/1e3,m['latency_us']['p99']/1e3))"
 PEAK=$(python3 -c "import json;print(int(json.load(open('sign.json'))['measured']['throughput_ok_per_s']))")
-RATE=$((PEAK * 8 / 10))
-echo "== grpc-sign open loop at 80% of peak: $RATE/s for 20 s"
-"$BIN/ca-loadtest" -q grpc-sign -d 20s --rate "$RATE" -c 1024 -k 2 --csrs 4000 --warmup 2s
+for PCT in 80 70 60; do
+  RATE=$((PEAK * PCT / 100))
+  echo "== grpc-sign open loop at $PCT% of peak: $RATE/s for 20 s"
+  "$BIN/ca-loadtest" -q grpc-sign -d 20s --rate "$RATE" -c 1024 -k 2 --csrs 4000 --warmup 2s \
+    | grep -E 'throughput|latency|start lag|errors'
+done
 echo "== grpc-sign c=32 (latency at moderate load)"
 "$BIN/ca-loadtest" -q grpc-sign -n 20000 -c 32 -k 2 --csrs 4000
 
@@ -32,7 +35,7 @@ echo "== calibrate (after)"
 echo "== OCSP (cached answers), POST and GET"
 "$BIN/ca-loadtest" -q ocsp --from-grpc http://127.0.0.1:50051 --certs 100 -n 300000 -c 64 --method post
 "$BIN/ca-loadtest" -q ocsp --from-grpc http://127.0.0.1:50051 --certs 100 -n 300000 -c 64 --method get
-curl -s http://127.0.0.1:8080/metrics | grep -E '^ca_log_(batches|records)_total|^ca_log_flush_seconds_total'
+curl -s http://127.0.0.1:8080/metrics | grep -E '^ca_log_(batches|records|checkpoints)_total|^ca_log_flush_seconds_total'
 pkill -TERM -f "ca-server serve --data-dir data" || true
 sleep 2
 
