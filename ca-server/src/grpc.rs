@@ -53,7 +53,7 @@ fn finish<T>(method: &'static str, started: Instant, r: Result<T, AppError>) -> 
 impl CaService {
     /// The hot path. The tokio task only queues the job and waits once: the signing thread
     /// checks the CSR, signs, builds the response and hands the event to the log writer,
-    /// which answers the request itself after the group-commit flush. The certificate
+    /// which answers the request itself once the group commit is durable. The certificate
     /// leaves the process only after its event is durable.
     async fn sign(&self, requester: String, req: SignCsrRequest) -> Result<SignCsrResponse, AppError> {
         let app = Arc::clone(&self.app);
