@@ -55,12 +55,14 @@ pub fn open_store(dir: &Path) -> Result<EventStore, AppError> {
 /// [`open_store`] with explicit options (the server passes `[storage]` from its config).
 pub fn open_store_with(dir: &Path, opts: ca_storage::StoreOptions) -> Result<EventStore, AppError> {
     fs::create_dir_all(dir)?;
-    EventStore::open_with(&DataDir(dir.to_path_buf()).log(), opts).map_err(|e| {
-        AppError::Config(format!(
-            "cannot open the event log in {}: {e} (is another ca-server using this data dir?)",
-            dir.display()
-        ))
-    })
+    EventStore::open_with(&DataDir(dir.to_path_buf()).log(), opts).map_err(|e| open_error(dir, &e))
+}
+
+/// The hint about a second process only where it can be the cause: sled's file lock.
+fn open_error(dir: &Path, e: &ca_storage::StoreError) -> AppError {
+    let locked = matches!(e, ca_storage::StoreError::Sled(_)) && e.to_string().contains("lock");
+    let hint = if locked { " (is another ca-server using this data dir?)" } else { "" };
+    AppError::Config(format!("cannot open the event log in {}: {e}{hint}", dir.display()))
 }
 
 /// Open an existing data dir for inspection only (no projection catch-up, no appends).
@@ -69,12 +71,8 @@ pub fn open_store_read_only(dir: &Path) -> Result<EventStore, AppError> {
     if !log.exists() {
         return Err(AppError::Config(format!("{} holds no event log", dir.display())));
     }
-    EventStore::open_with(&log, ca_storage::StoreOptions::default().read_only(true)).map_err(|e| {
-        AppError::Config(format!(
-            "cannot open the event log in {}: {e} (is another ca-server using this data dir?)",
-            dir.display()
-        ))
-    })
+    EventStore::open_with(&log, ca_storage::StoreOptions::default().read_only(true))
+        .map_err(|e| open_error(dir, &e))
 }
 
 /// Make sure the store holds a CA: reuse the one recorded, or generate a dev CA (or take
