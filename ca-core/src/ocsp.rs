@@ -6,7 +6,7 @@
 //! responses are DER-encoded here with the same small writer as the CRL and signed through
 //! the [`Signer`] trait. The evidence:
 //! - `ocsp` 0.4 (the design card's crate) knows a fixed table of 13 OIDs: it rejects
-//!   ecdsa-with-SHA256 and SHA-256 CertIDs and hits `unimplemented!()` when a response
+//!   ecdsa-with-SHA256 and SHA-256 CertIDs and panics (an unimplemented branch) when a response
 //!   carries certificates, so it cannot serve a P-256 CA or a delegated responder.
 //! - `x509-ocsp` 0.2 models the whole RFC 6960 ASN.1 module on RustCrypto's strict DER
 //!   decoder (`der`), which returns errors rather than panicking (`tests/revocation_openssl.rs`
