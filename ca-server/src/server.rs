@@ -62,7 +62,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let dir = config.data_dir.clone();
     let cfg = config.clone();
     let (store, ca, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let opts = ca_storage::StoreOptions::default().fsync_each_batch(cfg.storage.fsync_each_batch);
+        let opts = ca_storage::StoreOptions::default()
+            .fsync_each_batch(cfg.storage.fsync_each_batch)
+            .cache_bytes(cfg.storage.cache_mb.map(|mb| mb << 20));
         let store = app::open_store_with(&dir, opts)?;
         let (ca, created) = app::ensure_ca(&store, &dir, &cfg, None)?;
         Ok((store, ca, created))

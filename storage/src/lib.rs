@@ -122,6 +122,6 @@ mod writer;
 
 pub use error::StoreError;
 pub use store::{
-    Appended, CertRecord, ChainFailure, ChainReport, EventStore, RawRecord, StatusFilter, StoreMetrics,
-    StoreOptions, StoredRecord,
+    Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, EventStore, RawRecord,
+    StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
 };
