@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md on one machine, in one run:
-# calibrate (raw limit) -> ca-server grpc-sign (closed loop, then open loop at 80/70/60% of the
-# measured peak) -> calibrate again -> OCSP (POST, GET) -> cfssl serve (same machine).
+# calibrate (raw limit) -> ca-server grpc-sign (closed loop with the lean h2 client, the same
+# with tonic's client, then open loop at 80/70/60% of the h2 peak) -> calibrate again -> OCSP (POST, GET) -> cfssl serve (same machine).
 # Needs: release builds of ca-server and ca-loadtest; Debian packages golang-cfssl, hey.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +20,9 @@ echo "== grpc-sign closed loop, c=256"
 "$BIN/ca-loadtest" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s >sign.json
 python3 -c "import json;m=json.load(open('sign.json'))['measured'];print('peak %.0f/s p50 %.1f p99 %.1f ms'%(m['throughput_ok_per_s'],m['latency_us']['p50']/1e3,m['latency_us']['p99']/1e3))"
 PEAK=$(python3 -c "import json;print(int(json.load(open('sign.json'))['measured']['throughput_ok_per_s']))")
+echo "== grpc-sign closed loop, c=256, with the tonic client (for comparison with the lean h2 one)"
+"$BIN/ca-loadtest" -q grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s --client tonic \
+  | grep -E 'throughput|latency|errors'
 for PCT in 80 70 60; do
   RATE=$((PEAK * PCT / 100))
   echo "== grpc-sign open loop at $PCT% of peak: $RATE/s for 20 s"

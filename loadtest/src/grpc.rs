@@ -10,6 +10,7 @@ use ca_proto::v1::{GetCaCertificatesRequest, SignCsrRequest};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::driver::{Failure, Scenario};
+use crate::h2c::{self, H2Channel};
 
 /// Canonical gRPC code names (as in the gRPC spec and `grpc-status` docs).
 pub fn code_name(code: tonic::Code) -> &'static str {
@@ -56,18 +57,44 @@ pub async fn connect(addr: &str, k: usize, concurrency: usize) -> Result<Vec<Cha
     Ok(channels)
 }
 
+const SIGN_CSR_PATH: &str = "/ca.v1.CertificateAuthority/SignCsr";
+
+/// How requests reach the server.
+enum Transport {
+    /// The generated tonic client (`--client tonic`).
+    Tonic(Vec<CertificateAuthorityClient<Channel>>),
+    /// The lean h2 client (`--client h2`), with every request encoded before the clock starts.
+    H2 { channels: Vec<H2Channel>, uri: http::Uri, bodies: Vec<Bytes> },
+}
+
 pub struct GrpcSign {
-    clients: Vec<CertificateAuthorityClient<Channel>>,
+    transport: Transport,
     csrs: Vec<Bytes>,
     profile: String,
     validity_seconds: u64,
 }
 
 impl GrpcSign {
+    /// Over tonic `Channel`s.
     pub fn new(channels: Vec<Channel>, csrs: Vec<Bytes>, profile: String, validity_seconds: u64) -> Self {
         assert!(!channels.is_empty() && !csrs.is_empty());
         let clients = channels.into_iter().map(client).collect();
-        GrpcSign { clients, csrs, profile, validity_seconds }
+        GrpcSign { transport: Transport::Tonic(clients), csrs, profile, validity_seconds }
+    }
+
+    /// Over lean h2 connections ([`crate::h2c`]).
+    pub fn h2(
+        channels: Vec<H2Channel>,
+        csrs: Vec<Bytes>,
+        profile: String,
+        validity_seconds: u64,
+    ) -> Result<Self, String> {
+        assert!(!channels.is_empty() && !csrs.is_empty());
+        let uri = channels[0].method_uri(SIGN_CSR_PATH)?;
+        let mut s = GrpcSign { transport: Transport::Tonic(Vec::new()), csrs, profile, validity_seconds };
+        let bodies = (0..s.csrs.len() as u64).map(|i| h2c::frame(&s.request(i))).collect();
+        s.transport = Transport::H2 { channels, uri, bodies };
+        Ok(s)
     }
 
     fn request(&self, i: u64) -> SignCsrRequest {
@@ -80,8 +107,19 @@ impl GrpcSign {
 
     /// Request `i` on connection `i % K`; the issued serial on success.
     pub async fn sign(&self, i: u64) -> Result<ca_proto::v1::SignCsrResponse, Failure> {
-        let mut client = self.clients[(i % self.clients.len() as u64) as usize].clone();
-        let resp = client.sign_csr(self.request(i)).await.map_err(|s| status_failure(&s))?.into_inner();
+        let resp = match &self.transport {
+            Transport::Tonic(clients) => {
+                let mut client = clients[(i % clients.len() as u64) as usize].clone();
+                client.sign_csr(self.request(i)).await.map_err(|s| status_failure(&s))?.into_inner()
+            }
+            Transport::H2 { channels, uri, bodies } => {
+                let ch = &channels[(i % channels.len() as u64) as usize];
+                let body = bodies[(i % bodies.len() as u64) as usize].clone();
+                let msg = ch.unary(uri, body).await?;
+                <ca_proto::v1::SignCsrResponse as prost::Message>::decode(msg)
+                    .map_err(|e| Failure::with_detail("bad-response", format!("SignCsrResponse: {e}")))?
+            }
+        };
         if resp.certificate_der.is_empty() || resp.serial.is_empty() {
             return Err(Failure::with_detail(
                 "bad-response",

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod csrs;
 pub mod driver;
 pub mod grpc;
+pub mod h2c;
 pub mod ocsp;
 pub mod report;
 pub mod run;

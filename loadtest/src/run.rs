@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::cli::{GrpcSignArgs, LoadArgs, OcspArgs};
+use crate::cli::{GrpcClient, GrpcSignArgs, LoadArgs, OcspArgs};
 use crate::driver::{PhaseConfig, Scenario, Stop, run_phase};
 use crate::grpc::{self, GrpcSign};
+use crate::h2c::H2Channel;
 use crate::ocsp::{self, Issuer, Ocsp, Target};
 use crate::report::{Machine, Measured, Report, WarmupSummary, available_cores};
 use crate::{TOOL, csrs};
@@ -87,8 +88,22 @@ pub async fn grpc_sign(args: &GrpcSignArgs, progress: bool) -> Result<Report, St
     let setup = Instant::now();
     let csrs = gen_csrs(args.csrs, &args.domain, progress).await?;
     let k = usize::try_from(args.connections).unwrap_or(1);
-    let channels = grpc::connect(&args.addr, k, concurrency(&args.load)).await?;
-    let scenario = Arc::new(GrpcSign::new(channels, csrs, args.profile.clone(), args.validity.as_secs()));
+    let (profile, validity) = (args.profile.clone(), args.validity.as_secs());
+    let scenario = Arc::new(match args.client {
+        GrpcClient::Tonic => GrpcSign::new(
+            grpc::connect(&args.addr, k, concurrency(&args.load)).await?,
+            csrs,
+            profile,
+            validity,
+        ),
+        GrpcClient::H2 => {
+            let mut channels = Vec::with_capacity(k);
+            for _ in 0..k.max(1) {
+                channels.push(H2Channel::connect(&args.addr).await?);
+            }
+            GrpcSign::h2(channels, csrs, profile, validity)?
+        }
+    });
     let setup_s = setup.elapsed().as_secs_f64();
 
     let (warmup, result) = measure(scenario, &args.load, progress).await;

@@ -1,0 +1,90 @@
+//! ca-loadtest's two gRPC clients against the real server: the lean h2 client (its default)
+//! must get exactly what the generated tonic client gets, successes and failures alike, or
+//! the load figures would measure something other than SignCsr.
+
+mod common;
+
+use bytes::Bytes;
+use ca_loadtest::grpc::{self, GrpcSign};
+use ca_loadtest::h2c::H2Channel;
+use ca_proto::v1::GetCertificateRequest;
+use common::Server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_h2_client_gets_what_tonic_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"));
+    let csrs = ca_loadtest::csrs::generate(24, "example.internal", 2, false).unwrap();
+
+    let channels =
+        vec![H2Channel::connect(&srv.grpc).await.unwrap(), H2Channel::connect(&srv.grpc).await.unwrap()];
+    let lean = std::sync::Arc::new(GrpcSign::h2(channels, csrs.clone(), String::new(), 0).unwrap());
+    // Concurrent calls over two connections, as in a load run.
+    let calls = (0..24u64).map(|i| {
+        let lean = lean.clone();
+        tokio::spawn(async move { lean.sign(i).await })
+    });
+    let mut serials = std::collections::BTreeSet::new();
+    let mut tonic_client = srv.client().await;
+    for call in calls {
+        let resp = call.await.unwrap().unwrap_or_else(|f| panic!("{} {:?}", f.kind, f.detail));
+        // What the h2 client decoded is the certificate the server stored.
+        let info = tonic_client
+            .get_certificate(GetCertificateRequest { serial: resp.serial.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .certificate
+            .unwrap();
+        assert_eq!(info.certificate_der, resp.certificate_der);
+        assert_eq!(resp.chain_der.len(), 2, "issuing CA and root");
+        assert!(resp.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        serials.insert(resp.serial);
+    }
+    assert_eq!(serials.len(), 24, "distinct serials");
+
+    let tonic = GrpcSign::new(grpc::connect(&srv.grpc, 1, 8).await.unwrap(), csrs.clone(), String::new(), 0);
+    let by_tonic = tonic.sign(0).await.unwrap_or_else(|f| panic!("{} {:?}", f.kind, f.detail));
+    assert!(!serials.contains(&by_tonic.serial));
+
+    // A rejected request is counted under the same kind by both clients.
+    let garbage = vec![Bytes::from_static(b"not a CSR")];
+    let lean_bad =
+        GrpcSign::h2(vec![H2Channel::connect(&srv.grpc).await.unwrap()], garbage.clone(), String::new(), 0)
+            .unwrap()
+            .sign(0)
+            .await
+            .unwrap_err();
+    let tonic_bad = GrpcSign::new(grpc::connect(&srv.grpc, 1, 8).await.unwrap(), garbage, String::new(), 0)
+        .sign(0)
+        .await
+        .unwrap_err();
+    assert_eq!(lean_bad.kind, "grpc INVALID_ARGUMENT");
+    assert_eq!(lean_bad.kind, tonic_bad.kind);
+    assert_eq!(lean_bad.detail, tonic_bad.detail, "grpc-message decoded the same way");
+
+    // An unknown profile: its message survives grpc-message's percent-encoding unchanged.
+    let lean_unknown = GrpcSign::h2(
+        vec![H2Channel::connect(&srv.grpc).await.unwrap()],
+        csrs.clone(),
+        "no-such-profile".into(),
+        0,
+    )
+    .unwrap()
+    .sign(1)
+    .await
+    .unwrap_err();
+    let tonic_unknown =
+        GrpcSign::new(grpc::connect(&srv.grpc, 1, 8).await.unwrap(), csrs, "no-such-profile".into(), 0)
+            .sign(1)
+            .await
+            .unwrap_err();
+    assert!(lean_unknown.detail.as_deref().unwrap_or("").contains("no-such-profile"), "{lean_unknown:?}");
+    assert_eq!(lean_unknown.kind, tonic_unknown.kind);
+    assert_eq!(lean_unknown.detail, tonic_unknown.detail);
+
+    // Nothing listens: a connect error, not a hang or a panic.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(H2Channel::connect(&format!("http://127.0.0.1:{port}")).await.is_err());
+    assert!(H2Channel::connect("https://127.0.0.1:1").await.unwrap_err().contains("plaintext"));
+}
