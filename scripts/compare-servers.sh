@@ -7,6 +7,10 @@
 #
 #   scripts/compare-servers.sh DIR_A DIR_B [ROUNDS]   (DIR_* hold a ca-server binary)
 #
+# ARGS_A / ARGS_B add load-generator options to A's / B's runs, so the same build can be
+# A/B-ed against two client settings:
+#   ARGS_B="--client tonic" scripts/compare-servers.sh target/release target/release 3
+#
 # Example (previous commit vs this tree):
 #   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target \
 #     cargo build --release -p ca-server)
@@ -19,7 +23,8 @@ WORK="$(mktemp -d)"; cd "$WORK"
 TICK=$(getconf CLK_TCK)
 printf '%-28s %8s %8s %7s %8s %9s %9s\n' build "ok/s" calib ratio "p99 ms" "srv us/rq" "gen us/rq"
 for round in $(seq "$ROUNDS"); do
-  for dir in "$A" "$B"; do
+  for side in A B; do
+    if [ "$side" = A ]; then dir="$A"; extra="${ARGS_A:-}"; else dir="$B"; extra="${ARGS_B:-}"; fi
     rm -rf data
     "$dir/ca-server" serve --data-dir data --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
       >server.out 2>server.log &
@@ -28,11 +33,11 @@ for round in $(seq "$ROUNDS"); do
     "$LOADTEST" -q grpc-sign -n 6000 -c 256 -k 2 --csrs 4000 >/dev/null
     cal0=$("$LOADTEST" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-    /usr/bin/time -f "%U %S" -o gen.time "$LOADTEST" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 >run.json
+    /usr/bin/time -f "%U %S" -o gen.time "$LOADTEST" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 $extra >run.json
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     cal1=$("$LOADTEST" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    python3 - "$dir" "$cal0" "$cal1" "$u0" "$s0" "$u1" "$s1" "$TICK" "$N" <<'EOF'
+    python3 - "$dir $extra" "$cal0" "$cal1" "$u0" "$s0" "$u1" "$s1" "$TICK" "$N" <<'EOF'
 import json, sys
 d, cal0, cal1, u0, s0, u1, s1, tick, n = sys.argv[1:]
 m = json.load(open("run.json"))["measured"]

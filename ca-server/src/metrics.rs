@@ -105,6 +105,18 @@ impl Metrics {
         }
         metric(
             "counter",
+            "ca_log_checkpoint_seconds_total",
+            "Time spent in checkpoints (sled flush, then the journal emptied); appends wait meanwhile.",
+            &(sm.checkpoint_micros_total as f64 / 1e6),
+        );
+        metric(
+            "gauge",
+            "ca_log_checkpoint_max_seconds",
+            "The longest checkpoint since the server started.",
+            &(sm.checkpoint_micros_max as f64 / 1e6),
+        );
+        metric(
+            "counter",
             "ca_log_flush_seconds_total",
             "Time spent making group commits durable (commit journal writes and syncs).",
             &sm.flush_seconds_total(),

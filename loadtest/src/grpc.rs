@@ -59,6 +59,10 @@ pub async fn connect(addr: &str, k: usize, concurrency: usize) -> Result<Vec<Cha
 
 const SIGN_CSR_PATH: &str = "/ca.v1.CertificateAuthority/SignCsr";
 
+fn sign_request(csr: &Bytes, profile: &str, validity_seconds: u64) -> SignCsrRequest {
+    SignCsrRequest { csr: csr.to_vec(), profile: profile.to_string(), validity_seconds }
+}
+
 /// How requests reach the server.
 enum Transport {
     /// The generated tonic client (`--client tonic`).
@@ -91,18 +95,13 @@ impl GrpcSign {
     ) -> Result<Self, String> {
         assert!(!channels.is_empty() && !csrs.is_empty());
         let uri = channels[0].method_uri(SIGN_CSR_PATH)?;
-        let mut s = GrpcSign { transport: Transport::Tonic(Vec::new()), csrs, profile, validity_seconds };
-        let bodies = (0..s.csrs.len() as u64).map(|i| h2c::frame(&s.request(i))).collect();
-        s.transport = Transport::H2 { channels, uri, bodies };
-        Ok(s)
+        let bodies =
+            csrs.iter().map(|csr| h2c::frame(&sign_request(csr, &profile, validity_seconds))).collect();
+        Ok(GrpcSign { transport: Transport::H2 { channels, uri, bodies }, csrs, profile, validity_seconds })
     }
 
     fn request(&self, i: u64) -> SignCsrRequest {
-        SignCsrRequest {
-            csr: self.csrs[(i % self.csrs.len() as u64) as usize].to_vec(),
-            profile: self.profile.clone(),
-            validity_seconds: self.validity_seconds,
-        }
+        sign_request(&self.csrs[(i % self.csrs.len() as u64) as usize], &self.profile, self.validity_seconds)
     }
 
     /// Request `i` on connection `i % K`; the issued serial on success.

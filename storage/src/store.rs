@@ -26,9 +26,9 @@ use crate::{StoreError, codec};
 /// this falls back to reading the log, so the number bounds memory, not correctness.
 const LIVE_CAPACITY: usize = 4096;
 /// Default sled cache cap. sled 0.34 overshoots its cap about threefold under inserts
-/// (measured: 64 MiB let a 1M-record server grow to 350-390 MB RSS under load, 16 MiB
-/// keeps it near 275 MB), and a bigger cache bought no measurable throughput: the hot
-/// leaves of the append path are few, and the rest is in the OS page cache anyway.
+/// (on copies of a 1.2M-record store under load: 391-396 MB RSS with 64 MiB, 298-299 MB
+/// with 16 MiB; BENCHMARKS.md), and the bigger cache bought no throughput: random `certs`
+/// keys miss it either way, and the append-only trees' hot leaves are few.
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 /// One record of the log, decoded.
@@ -108,6 +108,10 @@ pub struct StoreMetrics {
     pub flush_micros_total: u64,
     /// sled flushes that emptied the journal.
     pub checkpoints_total: u64,
+    /// Time spent in checkpoints (appends wait meanwhile).
+    pub checkpoint_micros_total: u64,
+    /// The longest checkpoint so far.
+    pub checkpoint_micros_max: u64,
     /// Journal records written back into the log when the store was opened (after a crash).
     pub journal_recovered_at_open: u64,
     /// Batches whose write or flush failed (each one poisons the store).
@@ -164,6 +168,8 @@ pub(crate) struct Metrics {
     pub last_batch_size: AtomicU64,
     pub flush_micros: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub checkpoint_micros: AtomicU64,
+    pub checkpoint_micros_max: AtomicU64,
     pub journal_recovered: AtomicU64,
     pub failed_batches: AtomicU64,
     pub pending: AtomicU64,
@@ -806,6 +812,8 @@ impl EventStore {
             last_batch_size: l(&m.last_batch_size),
             flush_micros_total: l(&m.flush_micros),
             checkpoints_total: l(&m.checkpoints),
+            checkpoint_micros_total: l(&m.checkpoint_micros),
+            checkpoint_micros_max: l(&m.checkpoint_micros_max),
             journal_recovered_at_open: l(&m.journal_recovered),
             failed_batches_total: l(&m.failed_batches),
             pending_requests: l(&m.pending),

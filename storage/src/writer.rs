@@ -197,6 +197,7 @@ impl Writer {
     /// Flush sled (and fsync its file when asked), then empty the journal: everything it
     /// held is now in sled's durable state.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
         self.shared.trees.db.flush()?;
         if let Some(f) = &self.fsync_file {
             f.sync_data()?;
@@ -205,7 +206,11 @@ impl Writer {
             j.reset()?;
         }
         self.last_checkpoint = Instant::now();
-        self.shared.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let m = &self.shared.metrics;
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        m.checkpoints.fetch_add(1, Ordering::Relaxed);
+        m.checkpoint_micros.fetch_add(took, Ordering::Relaxed);
+        m.checkpoint_micros_max.fetch_max(took, Ordering::Relaxed);
         Ok(())
     }
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Restart time and memory of ca-server on a big store, measured on a fresh copy of it:
+# start -> /healthz, RSS after open and every 5 s of 30 s of closed-loop load, then kill -9
+# under load and the restart after it (journal records written back, replayed records).
+#
+#   scripts/store-at-scale.sh STORE_DIR [extra serve args, e.g. --config c64.toml]
+#
+# STORE_DIR is left untouched (fill one with `ca-server serve --data-dir D` and
+# `ca-loadtest grpc-sign -n 1000000 -c 256 -k 2 --csrs 4000`); the copy goes to a temp dir.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="$ROOT/target/release"
+SRC="$1"; shift
+WORK="$(mktemp -d)"; D="$WORK/data"
+cp -a "$SRC" "$D"; sync
+health() { until curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; do sleep 0.02; done; }
+rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
+
+t0=$(date +%s.%N)
+"$BIN/ca-server" serve --data-dir "$D" "$@" >"$WORK/s1.out" 2>"$WORK/s1.log" &
+pid=$!
+health
+t1=$(date +%s.%N)
+echo "start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
+  "$(grep -oE 'records=[0-9]+|elapsed_ms=[0-9]+' "$WORK/s1.log" | head -2 | tr '\n' ' ')RSS $(rss $pid) MB"
+"$BIN/ca-loadtest" -q grpc-sign -d 30s -c 256 -k 2 --csrs 4000 >"$WORK/load.out" 2>&1 &
+load=$!
+for i in 1 2 3 4 5 6; do sleep 5; printf 't=%ss %s MB; ' $((i * 5)) "$(rss $pid)"; done; echo
+wait "$load"; grep throughput "$WORK/load.out"
+
+"$BIN/ca-loadtest" -q grpc-sign -d 8s -c 64 -k 2 --csrs 2000 >/dev/null 2>&1 &
+load=$!
+sleep 5; kill -9 "$pid"; wait "$load" || true
+t0=$(date +%s.%N)
+"$BIN/ca-server" serve --data-dir "$D" "$@" >"$WORK/s2.out" 2>"$WORK/s2.log" &
+pid=$!
+health
+t1=$(date +%s.%N)
+echo "after kill -9: start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
+  "$(grep -oE 'recovered=[0-9]+|records=[0-9]+|replayed=[0-9]+' "$WORK/s2.log" | head -3 | tr '\n' ' ')RSS $(rss $pid) MB"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+rm -rf "$WORK"
