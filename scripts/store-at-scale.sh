@@ -16,13 +16,21 @@ cp -a "$SRC" "$D"; sync
 health() { until curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; do sleep 0.02; done; }
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
 
-t0=$(date +%s.%N)
-"$BIN/ca-server" serve --data-dir "$D" "$@" >"$WORK/s1.out" 2>"$WORK/s1.log" &
-pid=$!
-health
-t1=$(date +%s.%N)
-echo "start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
-  "$(grep -oE 'records=[0-9]+|elapsed_ms=[0-9]+' "$WORK/s1.log" | head -2 | tr '\n' ' ')RSS $(rss $pid) MB"
+# start LABEL LOG [serve args]: start the server, wait for /healthz, print how long it took,
+# what the store logged at open and the RSS; sets $pid.
+start() {
+  local label=$1 log=$2; shift 2
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$BIN/ca-server" serve --data-dir "$D" "$@" >"$log.out" 2>"$log" &
+  pid=$!
+  health
+  t1=$(date +%s.%N)
+  echo "$label: start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
+    "$(grep -oE 'recovered=[0-9]+|records=[0-9]+|replayed=[0-9]+|elapsed_ms=[0-9]+' "$log" | tr '\n' ' ')RSS $(rss $pid) MB"
+}
+
+start "clean restart" "$WORK/s1.log" "$@"
 "$BIN/ca-loadtest" -q grpc-sign -d 30s -c 256 -k 2 --csrs 4000 >"$WORK/load.out" 2>&1 &
 load=$!
 for i in 1 2 3 4 5 6; do sleep 5; printf 't=%ss %s MB; ' $((i * 5)) "$(rss $pid)"; done; echo
@@ -31,12 +39,6 @@ wait "$load"; grep throughput "$WORK/load.out"
 "$BIN/ca-loadtest" -q grpc-sign -d 8s -c 64 -k 2 --csrs 2000 >/dev/null 2>&1 &
 load=$!
 sleep 5; kill -9 "$pid"; wait "$load" || true
-t0=$(date +%s.%N)
-"$BIN/ca-server" serve --data-dir "$D" "$@" >"$WORK/s2.out" 2>"$WORK/s2.log" &
-pid=$!
-health
-t1=$(date +%s.%N)
-echo "after kill -9: start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
-  "$(grep -oE 'recovered=[0-9]+|records=[0-9]+|replayed=[0-9]+' "$WORK/s2.log" | head -3 | tr '\n' ' ')RSS $(rss $pid) MB"
+start "after kill -9" "$WORK/s2.log" "$@"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 rm -rf "$WORK"
