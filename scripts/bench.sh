@@ -15,7 +15,9 @@ echo "== calibrate (before)"
 "$BIN/ca-loadtest" -q calibrate --seconds 3
 
 rm -rf data && ("$BIN/ca-server" serve --data-dir data >server.out 2>server.log &)
-sleep 2
+for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
+# A server left running by something else would answer on the same port and be measured instead.
+grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
 echo "== grpc-sign closed loop, c=256"
 "$BIN/ca-loadtest" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s >sign.json
 python3 -c "import json;m=json.load(open('sign.json'))['measured'];print('peak %.0f/s p50 %.1f p99 %.1f ms'%(m['throughput_ok_per_s'],m['latency_us']['p50']/1e3,m['latency_us']['p99']/1e3))"

@@ -30,6 +30,7 @@ for round in $(seq "$ROUNDS"); do
       >server.out 2>server.log &
     pid=$!
     for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
+    grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
     "$LOADTEST" -q grpc-sign -n 6000 -c 256 -k 2 --csrs 4000 >/dev/null
     cal0=$("$LOADTEST" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")

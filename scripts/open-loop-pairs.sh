@@ -12,6 +12,7 @@ for r in $(seq "${ROUNDS:-3}"); do
   "$BIN/ca-server" serve --data-dir data >server.out 2>server.log &
   pid=$!
   for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
+  grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
   cal=$("$BIN/ca-loadtest" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
   "$BIN/ca-loadtest" -q --json grpc-sign -n 60000 -c 256 -k 2 --csrs 4000 --warmup 3s >peak.json
   peak=$(python3 -c "import json; print(int(json.load(open('peak.json'))['measured']['throughput_ok_per_s']))")

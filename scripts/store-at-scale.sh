@@ -25,6 +25,8 @@ start() {
   "$BIN/ca-server" serve --data-dir "$D" "$@" >"$log.out" 2>"$log" &
   pid=$!
   health
+  # /healthz could come from another server on the port: ours must still be running.
+  kill -0 "$pid" 2>/dev/null || { echo "ca-server did not start:"; cat "$log"; exit 1; }
   t1=$(date +%s.%N)
   echo "$label: start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
     "$(grep -oE 'recovered=[0-9]+|records=[0-9]+|replayed=[0-9]+|elapsed_ms=[0-9]+' "$log" | tr '\n' ' ')RSS $(rss $pid) MB"

@@ -32,6 +32,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error + Send
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// The server's runtime: `[signing] io_threads` workers (the signing pool has its own).
+fn server_runtime(
+    threads: usize,
+) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?)
+}
+
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Serve { dir, grpc_addr, http_addr, public_url } => {
@@ -45,7 +52,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             if public_url.is_some() {
                 config.public_url = public_url;
             }
-            runtime()?.block_on(async {
+            server_runtime(config.io_threads())?.block_on(async {
                 let running = server::start(config).await?;
                 // Scripts and tests read this line to learn the bound ports.
                 println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr);
