@@ -80,7 +80,7 @@ pub struct SigningConfig {
     pub queue_depth: usize,
     /// Async (tokio) threads serving gRPC and HTTP; 0 means half the cores, at least one.
     /// Signing is most of the CPU, so the I/O side needs fewer threads than the signers:
-    /// on 2 cores one I/O thread cost ~6 % less CPU per certificate than two and served
+    /// on 2 cores one I/O thread cost 6-16 % less CPU per certificate than two and served
     /// more OCSP answers (BENCHMARKS.md).
     pub io_threads: usize,
 }
