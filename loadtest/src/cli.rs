@@ -63,7 +63,9 @@ pub struct LoadArgs {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     #[serde(serialize_with = "ser_secs")]
     pub timeout: Duration,
-    /// Tokio worker threads of the load generator [default: all cores].
+    /// Tokio worker threads of the load generator [default: half the cores, at least one:
+    /// it usually shares the machine with the server, and one thread cost less CPU per
+    /// request than two on 2 cores (BENCHMARKS.md)].
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -7,9 +7,8 @@ use clap::Parser;
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    b.worker_threads(threads.unwrap_or(cores / 2).max(1));
     b.build()
 }
 
