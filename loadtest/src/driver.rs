@@ -255,15 +255,11 @@ pub async fn run_phase<S: Scenario>(
                 if !schedule.admits(i, stop, Instant::now()) {
                     break;
                 }
-                let t0 = match schedule.due(i) {
-                    Some(at) => {
-                        // Tickets are only handed out for due requests; a request that
-                        // waited for a free worker starts late and its lag says so.
-                        let lag = micros(Instant::now().saturating_duration_since(at));
-                        shared.hists().lag.saturating_record(lag);
-                        at
-                    }
-                    None => Instant::now(),
+                // Tickets are only handed out for due requests; a request that waited for
+                // a free worker starts late and its lag says so.
+                let (t0, lag) = match schedule.due(i) {
+                    Some(at) => (at, Some(micros(Instant::now().saturating_duration_since(at)))),
+                    None => (Instant::now(), None),
                 };
                 let result = match tokio::time::timeout(timeout, scenario.one(slot, offset + i)).await {
                     Ok(r) => r,
@@ -271,11 +267,20 @@ pub async fn run_phase<S: Scenario>(
                 };
                 let now = Instant::now();
                 out.last_done = now;
+                // One lock per request for both histograms.
+                let latency = result.is_ok().then(|| micros(now.saturating_duration_since(t0)).max(1));
+                if lag.is_some() || latency.is_some() {
+                    let mut h = shared.hists();
+                    if let Some(us) = lag {
+                        h.lag.saturating_record(us);
+                    }
+                    if let Some(us) = latency {
+                        h.latency.saturating_record(us);
+                    }
+                }
                 match result {
                     Ok(()) => {
                         out.ok += 1;
-                        let us = micros(now.saturating_duration_since(t0)).max(1);
-                        shared.hists().latency.saturating_record(us);
                     }
                     Err(f) => {
                         shared.failed.fetch_add(1, Ordering::Relaxed);

@@ -7,8 +7,7 @@ use clap::Parser;
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    b.worker_threads(threads.unwrap_or(cores / 2).max(1));
+    b.worker_threads(threads.unwrap_or(ca_loadtest::report::available_cores() / 2).max(1));
     b.build()
 }
 

@@ -177,7 +177,7 @@ pub(crate) struct Metrics {
 }
 
 /// What readers may see: the durable prefix of the log. Updated by the writer after each
-/// flush, before waiters wake.
+/// group commit's journal write, before waiters wake.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Committed {
     pub next_seq: u64,
@@ -276,7 +276,7 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         let r = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            // We flush explicitly, once per batch, from the writer thread.
+            // The writer flushes explicitly, at checkpoints (the journal covers the rest).
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .open();
@@ -436,12 +436,14 @@ impl EventStore {
         &self.inner.shared.trees
     }
 
-    fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
-        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+    /// Queue `cmd` for the writer; a stopped writer hands it back (for a callback reply,
+    /// which must still be told).
+    fn send(&self, cmd: Cmd) -> Result<(), Cmd> {
+        let Some(tx) = self.inner.tx.as_ref() else { return Err(cmd) };
         self.shared().metrics.pending.fetch_add(1, Ordering::Relaxed);
-        tx.send(cmd).map_err(|_| {
+        tx.send(cmd).map_err(|mpsc::SendError(cmd)| {
             self.shared().metrics.pending.fetch_sub(1, Ordering::Relaxed);
-            StoreError::Closed
+            cmd
         })
     }
 
@@ -467,7 +469,8 @@ impl EventStore {
     }
 
     /// Append `events` as consecutive records, atomically in one batch. Resolves only after
-    /// the batch has been flushed (see the crate docs for what that guarantees). If this
+    /// the batch is durable in the commit journal (see the crate docs for what that
+    /// guarantees). If this
     /// future is dropped early the events may still be committed.
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
         if events.is_empty() {
@@ -475,7 +478,8 @@ impl EventStore {
         }
         let events = self.prepare(events)?;
         let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Append(AppendReq { events, reply: Reply::Async(tx) }))?;
+        self.send(Cmd::Append(AppendReq { events, reply: Reply::Async(tx) }))
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -497,17 +501,10 @@ impl EventStore {
             Ok(e) => e,
             Err(e) => return done(Err(e)),
         };
-        let Some(tx) = self.inner.tx.as_ref() else {
-            return done(Err(StoreError::Closed));
-        };
-        self.shared().metrics.pending.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::SendError(cmd)) =
-            tx.send(Cmd::Append(AppendReq { events, reply: Reply::Callback(Box::new(done)) }))
+        if let Err(Cmd::Append(req)) =
+            self.send(Cmd::Append(AppendReq { events, reply: Reply::Callback(Box::new(done)) }))
         {
-            self.shared().metrics.pending.fetch_sub(1, Ordering::Relaxed);
-            if let Cmd::Append(req) = cmd {
-                req.reply.send(Err(StoreError::Closed));
-            }
+            req.reply.send(Err(StoreError::Closed));
         }
     }
 
@@ -518,13 +515,14 @@ impl EventStore {
         }
         let events = self.prepare(events)?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Cmd::Append(AppendReq { events, reply: Reply::Blocking(tx) }))?;
+        self.send(Cmd::Append(AppendReq { events, reply: Reply::Blocking(tx) }))
+            .map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     fn command<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(make(Reply::Blocking(tx)))?;
+        self.send(make(Reply::Blocking(tx))).map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 

@@ -4,7 +4,8 @@
 //! `sled::Db::flush` is only ever called from one thread (concurrent flushes can deadlock in
 //! sled 0.34, issue 1308). Appenders queue `(events, reply)` and wait; the writer takes the
 //! first request, drains whatever else is already queued (up to [`MAX_BATCH_EVENTS`]),
-//! writes log + projections + meta, flushes once, then answers every waiter of the batch.
+//! writes log + projections + meta into sled's memory, appends one commit-journal frame,
+//! then answers every waiter of the batch; sled itself is flushed at checkpoints.
 
 use std::fs::File;
 use std::sync::Arc;
