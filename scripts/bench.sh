@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/target/release"
+. "$ROOT/scripts/lib.sh"
 WORK="${WORK:-$(mktemp -d)}"
 N="${N:-60000}"
 echo "work dir $WORK"; cd "$WORK"
@@ -14,10 +15,7 @@ nproc; free -g | head -2; date -u
 echo "== calibrate (before)"
 "$BIN/ca-loadtest" -q calibrate --seconds 3
 
-rm -rf data && ("$BIN/ca-server" serve --data-dir data >server.out 2>server.log &)
-for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
-# A server left running by something else would answer on the same port and be measured instead.
-grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
+rm -rf data && start_server "$BIN/ca-server" data
 echo "== grpc-sign closed loop, c=256"
 "$BIN/ca-loadtest" -q --json grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s >sign.json
 python3 -c "import json;m=json.load(open('sign.json'))['measured'];print('peak %.0f/s p50 %.1f p99 %.1f ms'%(m['throughput_ok_per_s'],m['latency_us']['p50']/1e3,m['latency_us']['p99']/1e3))"
@@ -41,8 +39,7 @@ echo "== OCSP (cached answers), POST and GET"
 "$BIN/ca-loadtest" -q ocsp --from-grpc http://127.0.0.1:50051 --certs 100 -n 300000 -c 64 --method post
 "$BIN/ca-loadtest" -q ocsp --from-grpc http://127.0.0.1:50051 --certs 100 -n 300000 -c 64 --method get
 curl -s http://127.0.0.1:8080/metrics | grep -E '^ca_log_(batches|records|checkpoints)_total|^ca_log_flush_seconds_total'
-pkill -TERM -f "ca-server serve --data-dir data" || true
-sleep 2
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 
 echo "== cfssl 1.2 serve, P-256 CA, POST /api/v1/cfssl/sign (no storage)"
 mkdir -p cfssl && cd cfssl

@@ -18,6 +18,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LOADTEST="$ROOT/target/release/ca-loadtest"
+. "$ROOT/scripts/lib.sh"
 A="$(cd "$1" && pwd)"; B="$(cd "$2" && pwd)"; ROUNDS="${3:-2}"; N="${N:-40000}"
 WORK="$(mktemp -d)"; cd "$WORK"
 TICK=$(getconf CLK_TCK)
@@ -26,11 +27,8 @@ for round in $(seq "$ROUNDS"); do
   for side in A B; do
     if [ "$side" = A ]; then dir="$A"; extra="${ARGS_A:-}"; else dir="$B"; extra="${ARGS_B:-}"; fi
     rm -rf data
-    "$dir/ca-server" serve --data-dir data --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
-      >server.out 2>server.log &
-    pid=$!
-    for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
-    grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
+    start_server "$dir/ca-server" data --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080
+    pid=$SERVER_PID
     "$LOADTEST" -q grpc-sign -n 6000 -c 256 -k 2 --csrs 4000 >/dev/null
     cal0=$("$LOADTEST" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")

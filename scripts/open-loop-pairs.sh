@@ -6,13 +6,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/target/release"
+. "$ROOT/scripts/lib.sh"
 WORK="$(mktemp -d)"; cd "$WORK"
+trap 'rm -rf "$WORK"' EXIT
 for r in $(seq "${ROUNDS:-3}"); do
   rm -rf data
-  "$BIN/ca-server" serve --data-dir data >server.out 2>server.log &
-  pid=$!
-  for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
-  grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
+  start_server "$BIN/ca-server" data
+  pid=$SERVER_PID
   cal=$("$BIN/ca-loadtest" -q calibrate --seconds 2 | awk '/^ceiling/ {print $2}')
   "$BIN/ca-loadtest" -q --json grpc-sign -n 60000 -c 256 -k 2 --csrs 4000 --warmup 3s >peak.json
   peak=$(python3 -c "import json; print(int(json.load(open('peak.json'))['measured']['throughput_ok_per_s']))")
@@ -22,4 +22,3 @@ for r in $(seq "${ROUNDS:-3}"); do
     "$(grep -E '^(throughput|latency)' open.out | tr -s ' ' | tr '\n' ' ')"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
-rm -rf "$WORK"

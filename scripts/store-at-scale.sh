@@ -12,8 +12,17 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/target/release"
 SRC="$1"; shift
 WORK="$(mktemp -d)"; D="$WORK/data"
+trap 'rm -rf "$WORK"' EXIT
 cp -a "$SRC" "$D"; sync
-health() { until curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; do sleep 0.02; done; }
+# Wait for /healthz from server $1; give up if that process exits (e.g. the port was taken).
+health() {
+  until curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; do
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.02
+  done
+  # /healthz could come from another server on the port: ours must still be running.
+  kill -0 "$1" 2>/dev/null
+}
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
 
 # start LABEL LOG [serve args]: start the server, wait for /healthz, print how long it took,
@@ -24,9 +33,7 @@ start() {
   t0=$(date +%s.%N)
   "$BIN/ca-server" serve --data-dir "$D" "$@" >"$log.out" 2>"$log" &
   pid=$!
-  health
-  # /healthz could come from another server on the port: ours must still be running.
-  kill -0 "$pid" 2>/dev/null || { echo "ca-server did not start:"; cat "$log"; exit 1; }
+  health "$pid" || { echo "ca-server did not start:"; cat "$log"; exit 1; }
   t1=$(date +%s.%N)
   echo "$label: start -> /healthz $(python3 -c "print('%.2f' % ($t1 - $t0))") s;" \
     "$(grep -oE 'recovered=[0-9]+|records=[0-9]+|replayed=[0-9]+|elapsed_ms=[0-9]+' "$log" | tr '\n' ' ')RSS $(rss $pid) MB"
@@ -43,4 +50,3 @@ load=$!
 sleep 5; kill -9 "$pid"; wait "$load" || true
 start "after kill -9" "$WORK/s2.log" "$@"
 kill "$pid"; wait "$pid" 2>/dev/null || true
-rm -rf "$WORK"

@@ -1,0 +1,14 @@
+# Sourced by the measurement scripts.
+
+# start_server CA_SERVER_BIN DATA_DIR [serve args...]: start ca-server in the background,
+# with server.out/server.log in the current directory, and wait for its ready line; sets
+# SERVER_PID. Exits if it does not come up: a server left running by something else would
+# otherwise answer on the same port and be measured instead.
+start_server() {
+  local bin=$1 data=$2
+  shift 2
+  "$bin" serve --data-dir "$data" "$@" >server.out 2>server.log &
+  SERVER_PID=$!
+  for _ in $(seq 50); do grep -q "ca-server ready" server.out 2>/dev/null && break; sleep 0.1; done
+  grep -q "ca-server ready" server.out || { echo "ca-server did not start:"; cat server.log; exit 1; }
+}
