@@ -60,7 +60,7 @@ impl H2Channel {
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(ca_proto::io::CoalescingIo::new(tcp))
             .await
             .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
         tokio::spawn(async move {
