@@ -6,6 +6,9 @@
 //!   (parse the CSR and verify its P-256 signature, build a leaf, P-256-sign it);
 //! - the signing core: `ca_core::issue::Authority::issue` (CSR checks, policy, profile,
 //!   the production leaf with SKI/AKI/CDP/AIA, signature), exactly what the server runs per request.
+//!
+//! Then the partial-load penalty: the mean time of one `issue` call on one thread when
+//! every call follows a busy-waited pause of 0, 100, 300 and 1,000 us (see [`paced`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +49,41 @@ pub struct CalibrateReport {
     pub results: Vec<Row>,
     /// `ca_core::Authority::issue` on all threads: the ceiling for durable issuance on this machine.
     pub signing_core_all_threads_per_s: f64,
+    /// `issue` on one thread with a pause before every call: what partial load costs here.
+    pub paced: Vec<Paced>,
+}
+
+/// Mean time of one `Authority::issue` call when every call follows a pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paced {
+    pub pause_us: u64,
+    pub issue_us: f64,
+}
+
+/// Pauses before each paced call: back to back, then gaps like those between requests on
+/// one signing thread at partial load (at 5,000/s over two threads a thread waits ~250 us).
+const PAUSES_US: [u64; 4] = [0, 100, 300, 1000];
+
+/// Mean duration of `op` on this thread when each call follows a busy-waited `pause`.
+///
+/// Why: at partial load every server thread works in short bursts between pauses, and on
+/// a shared VM the same work then costs more than back to back (caches cool down while
+/// the core waits). The pause spins rather than sleeps, so no wake-up or idle state is
+/// measured, only the pause itself; the clock runs around `op` alone.
+pub fn paced(pause: Duration, secs: f64, op: &dyn Fn()) -> f64 {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut calls, mut busy) = (0u32, Duration::ZERO);
+    while calls == 0 || Instant::now() < end {
+        let t = Instant::now();
+        while t.elapsed() < pause {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        op();
+        busy += t.elapsed();
+        calls += 1;
+    }
+    busy.as_secs_f64() * 1e6 / f64::from(calls)
 }
 
 /// Run `op` in a loop on `threads` threads for `secs`; total operations per second.
@@ -211,6 +249,15 @@ pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, Stri
         bar.inc(1);
         results.push(Row { group, name, one_thread_per_s: one, all_threads_per_s: all, threads });
     }
+    let issue = || {
+        std::hint::black_box(core_issue(&f).expect("checked in fixture"));
+    };
+    let mut paced_rows = Vec::new();
+    for pause_us in PAUSES_US {
+        bar.set_message(format!("issue after {pause_us} us pauses"));
+        let issue_us = paced(Duration::from_micros(pause_us), args.seconds / 2.0, &issue);
+        paced_rows.push(Paced { pause_us, issue_us });
+    }
     bar.finish_and_clear();
     let core = results.last().map_or(0.0, |r| r.all_threads_per_s);
     Ok(CalibrateReport {
@@ -221,6 +268,7 @@ pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, Stri
         threads,
         results,
         signing_core_all_threads_per_s: core,
+        paced: paced_rows,
     })
 }
 
@@ -264,6 +312,13 @@ impl CalibrateReport {
             "ceiling       {:.0} issuances/s on {} threads (signing core, no network, no storage)",
             self.signing_core_all_threads_per_s, self.threads
         );
+        let _ = writeln!(
+            s,
+            "partial load  ca_core::Authority::issue on 1 thread, each call after a busy-waited pause:"
+        );
+        for p in &self.paced {
+            let _ = writeln!(s, "  after {:>5} us pauses {:>8.1} us per call", p.pause_us, p.issue_us);
+        }
         s
     }
 }
@@ -279,6 +334,20 @@ mod tests {
         assert!((16..=17).contains(&core_issue(&f).unwrap()));
         let rate = measure(2, 0.05, &|| ring_verify(&f));
         assert!(rate > 0.0);
+    }
+
+    #[test]
+    fn paced_times_the_call_not_the_pause() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let op = || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let us = paced(Duration::from_millis(5), 0.02, &op);
+        let n = calls.load(Ordering::Relaxed);
+        assert!(n >= 1, "at least one call");
+        // Each call takes ~2 ms; the 5 ms pause before it is not counted.
+        assert!((2000.0..5000.0).contains(&us), "{us} us per call over {n} calls");
     }
 
     #[test]
