@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md on one machine, in one run:
 # calibrate (raw limit) -> ca-server grpc-sign (closed loop with the lean h2 client, the same
-# with tonic's client, then open loop at 80/70/60% of the h2 peak) -> calibrate again -> OCSP (POST, GET) -> cfssl serve (same machine).
+# with tonic's client, then the open-loop latency-throughput curve at 100..60% of the h2
+# peak) -> calibrate again -> OCSP (POST, GET) -> cfssl serve (same machine).
 # Needs: release builds of ca-server and ca-loadtest; Debian packages golang-cfssl, hey.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,11 +24,26 @@ PEAK=$(python3 -c "import json;print(int(json.load(open('sign.json'))['measured'
 echo "== grpc-sign closed loop, c=256, with the tonic client (for comparison with the lean h2 one)"
 "$BIN/ca-loadtest" -q grpc-sign -n "$N" -c 256 -k 2 --csrs 4000 --warmup 3s --client tonic \
   | grep -E 'throughput|latency|errors'
-for PCT in 80 70 60; do
+# The latency-throughput curve: open loop at fractions of the closed-loop peak. The p99
+# target is read at 80 %; the curve also shows the highest rate the server keeps up with.
+# Each rate gets a fresh store, like the peak: 15 s at 9,000/s adds ~135,000 records, and
+# the writer's cost per record grows with the store (BENCHMARKS.md), which would otherwise
+# tilt the curve against the rates measured last.
+echo "== grpc-sign open loop, 15 s per rate, fresh store each: offered, achieved, latency from each request's due time"
+printf '%-6s %9s %9s %9s %9s %9s %9s %12s\n' "%peak" "offered/s" "ok/s" "p50 ms" "p90 ms" "p99 ms" "p99.9 ms" "lag p99 ms"
+for PCT in 100 90 80 75 70 65 60; do
   RATE=$((PEAK * PCT / 100))
-  echo "== grpc-sign open loop at $PCT% of peak: $RATE/s for 20 s"
-  "$BIN/ca-loadtest" -q grpc-sign -d 20s --rate "$RATE" -c 1024 -k 2 --csrs 4000 --warmup 2s \
-    | grep -E 'throughput|latency|start lag|errors'
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  rm -rf data && start_server "$BIN/ca-server" data
+  "$BIN/ca-loadtest" -q --json grpc-sign -d 15s --rate "$RATE" -c 1024 -k 2 --csrs 4000 --warmup 2s >open.json
+  python3 - "$PCT" <<'PY'
+import json, sys
+m = json.load(open('open.json'))['measured']
+l, g = m['latency_us'], m['schedule_lag_us']
+print('%-6s %9.0f %9.0f %9.1f %9.1f %9.1f %9.1f %12.1f%s' % (sys.argv[1], m['target_rate'], m['throughput_ok_per_s'],
+      l['p50'] / 1e3, l['p90'] / 1e3, l['p99'] / 1e3, l['p99_9'] / 1e3, g['p99'] / 1e3,
+      '  errors %d' % m['errors'] if m['errors'] else ''))
+PY
 done
 echo "== grpc-sign c=32 (latency at moderate load)"
 "$BIN/ca-loadtest" -q grpc-sign -n 20000 -c 32 -k 2 --csrs 4000
