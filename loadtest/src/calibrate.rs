@@ -67,9 +67,9 @@ const PAUSES_US: [u64; 4] = [0, 100, 300, 1000];
 /// Mean duration of `op` on this thread when each call follows a busy-waited `pause`.
 ///
 /// Why: at partial load every server thread works in short bursts between pauses, and on
-/// a shared VM the same work then costs more than back to back (caches cool down while
-/// the core waits). The pause spins rather than sleeps, so no wake-up or idle state is
-/// measured, only the pause itself; the clock runs around `op` alone.
+/// a shared VM the same work then costs more than back to back (it behaves like caches
+/// cooling while the core waits). The pause spins rather than sleeps, so no wake-up or
+/// idle state is involved; the clock runs around `op` alone.
 pub fn paced(pause: Duration, secs: f64, op: &dyn Fn()) -> f64 {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut calls, mut busy) = (0u32, Duration::ZERO);

@@ -4,9 +4,8 @@
 //! Why: h2 cannot buffer a frame behind a DATA frame whose payload it chains (anything over
 //! 256 bytes with vectored I/O), so it flushes to the socket once per such frame. A
 //! SignCsr response (a certificate chain) is one, so the server made about two `writev`
-//! calls per response and the client one per request. On loopback each also runs the
-//! receiver's TCP path and wakes it: together ~30 % of the I/O thread's time per request.
-//! This adapter accepts every write into its own buffer and postpones the first flush of a
+//! calls per response and the client one per request, each a packet on a real network
+//! and, on loopback, a run of the receiver's TCP path. This adapter accepts every write into its own buffer and postpones the first flush of a
 //! connection-task poll to that task's next poll (it wakes the task itself), so frames
 //! produced by every stream that became ready meanwhile leave in one write.
 
@@ -34,17 +33,14 @@ pub struct CoalescingIo<T> {
     buf: Vec<u8>,
     /// Bytes of `buf` already written to `inner`.
     written: usize,
-    /// A flush was postponed: write `buf` out at the next read (or the next flush after it).
+    /// A flush was postponed: `buf` goes out at the next read, at shutdown, or when it
+    /// reaches [`HIGH_WATER`].
     postponed: bool,
 }
 
 impl<T> CoalescingIo<T> {
     pub fn new(inner: T) -> Self {
         CoalescingIo { inner, buf: Vec::new(), written: 0, postponed: false }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 
     fn pending(&self) -> usize {
