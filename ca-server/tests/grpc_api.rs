@@ -462,3 +462,38 @@ async fn sigterm_exits_even_with_an_open_watch_stream() {
     assert!(status.success(), "{status:?}");
     assert!(t.elapsed() < std::time::Duration::from_secs(20), "took {:?}", t.elapsed());
 }
+
+/// A watcher on an otherwise idle connection gets each new event at once: the server's
+/// `CoalescingIo` postpones flushes to the connection's next poll, and nothing but its own
+/// wake-up brings that poll here (no other stream, no reads from the client).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_watch_on_an_idle_connection_gets_each_event_promptly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let mut watcher = server.client().await;
+    let mut signer = server.client().await;
+    let head = next_seq(&server);
+    let mut stream = watcher.watch_events(WatchEventsRequest { from_seq: head }).await.unwrap().into_inner();
+    for i in 0..5 {
+        // Let both connections go quiet between events.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let serial = signer
+            .sign_csr(req(csr_for(&[&format!("live{i}.example.internal")])))
+            .await
+            .unwrap()
+            .into_inner()
+            .serial;
+        let issued = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            loop {
+                match stream.message().await.unwrap().unwrap().event.unwrap().kind.unwrap() {
+                    event::Kind::CertificateIssued(issued) => break hex::encode(issued.serial),
+                    event::Kind::CrlPublished(_) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the event reached the watcher within 2 s");
+        assert_eq!(issued, serial);
+    }
+}
