@@ -28,15 +28,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-/// The server's runtime: `[signing] io_threads` workers (the signing pool has its own).
-fn server_runtime(
-    threads: usize,
+/// A multi-thread tokio runtime; `threads` workers, or tokio's default (one per core).
+/// `serve` passes `[signing] io_threads` (the signing pool has its own threads).
+fn runtime(
+    threads: Option<usize>,
 ) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?)
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    Ok(b.enable_all().build()?)
 }
 
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
@@ -52,7 +53,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             if public_url.is_some() {
                 config.public_url = public_url;
             }
-            server_runtime(config.io_threads())?.block_on(async {
+            runtime(Some(config.io_threads()))?.block_on(async {
                 let running = server::start(config).await?;
                 // Scripts and tests read this line to learn the bound ports.
                 println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr);
@@ -83,7 +84,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             Ok(0)
         }
         Command::Client { addr, command } => {
-            runtime()?.block_on(client::run(&addr, command))?;
+            runtime(None)?.block_on(client::run(&addr, command))?;
             Ok(0)
         }
     }

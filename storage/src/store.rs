@@ -470,8 +470,7 @@ impl EventStore {
 
     /// Append `events` as consecutive records, atomically in one batch. Resolves only after
     /// the batch is durable in the commit journal (see the crate docs for what that
-    /// guarantees). If this
-    /// future is dropped early the events may still be committed.
+    /// guarantees). If this future is dropped early the events may still be committed.
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
