@@ -50,6 +50,16 @@ pub enum Error {
     /// Invalid configuration (policy, profiles, URLs).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An ACME request refused: the problem type and what was wrong.
+    #[error("{detail}")]
+    Acme { problem: crate::acme::problem::Problem, detail: String },
+}
+
+impl Error {
+    /// An ACME refusal of kind `problem`.
+    pub fn acme(problem: crate::acme::problem::Problem, detail: impl Into<String>) -> Self {
+        Error::Acme { problem, detail: detail.into() }
+    }
 }
 
 impl From<rcgen::Error> for Error {

@@ -1,6 +1,7 @@
 //! Domain events: the facts the log records. Their wire form is `ca.v1.Event` (protobuf);
 //! the conversion lives in `ca-proto`'s `convert` module and nowhere else.
 
+pub use crate::acme::event::*;
 use crate::keys::KeyAlgorithm;
 use crate::{Serial, UnixSeconds};
 
@@ -12,13 +13,19 @@ pub enum Event {
     CertificateIssued(CertificateIssued),
     CertificateRevoked(CertificateRevoked),
     CrlPublished(CrlPublished),
-    AccountRegistered { account_id: String, jwk_json: Vec<u8>, contact: Vec<String> },
-    AccountKeyChanged { account_id: String, jwk_json: Vec<u8> },
-    AccountDeactivated { account_id: String },
-    OrderCreated { order_id: String, account_id: String, identifiers: Vec<String> },
-    AuthorizationValidated { authz_id: String, challenge_type: String },
-    AuthorizationInvalidated { authz_id: String, detail: String },
-    OrderFinalized { order_id: String, serial: Serial },
+    AccountRegistered(AccountRegistered),
+    AccountUpdated(AccountUpdated),
+    AccountKeyChanged(AccountKeyChanged),
+    AccountDeactivated(AccountDeactivated),
+    OrderCreated(OrderCreated),
+    ChallengeStarted(ChallengeStarted),
+    AuthorizationValidated(AuthorizationValidated),
+    AuthorizationInvalidated(AuthorizationInvalidated),
+    AuthorizationDeactivated(AuthorizationDeactivated),
+    OrderFinalized(OrderFinalized),
+    EabKeyCreated(EabKeyCreated),
+    EabKeyRevoked(EabKeyRevoked),
+    RenewalWindowSet(RenewalWindowSet),
 }
 
 impl Event {
@@ -29,13 +36,19 @@ impl Event {
             Event::CertificateIssued(_) => "certificate_issued",
             Event::CertificateRevoked(_) => "certificate_revoked",
             Event::CrlPublished(_) => "crl_published",
-            Event::AccountRegistered { .. } => "account_registered",
-            Event::AccountKeyChanged { .. } => "account_key_changed",
-            Event::AccountDeactivated { .. } => "account_deactivated",
-            Event::OrderCreated { .. } => "order_created",
-            Event::AuthorizationValidated { .. } => "authorization_validated",
-            Event::AuthorizationInvalidated { .. } => "authorization_invalidated",
-            Event::OrderFinalized { .. } => "order_finalized",
+            Event::AccountRegistered(_) => "account_registered",
+            Event::AccountUpdated(_) => "account_updated",
+            Event::AccountKeyChanged(_) => "account_key_changed",
+            Event::AccountDeactivated(_) => "account_deactivated",
+            Event::OrderCreated(_) => "order_created",
+            Event::ChallengeStarted(_) => "challenge_started",
+            Event::AuthorizationValidated(_) => "authorization_validated",
+            Event::AuthorizationInvalidated(_) => "authorization_invalidated",
+            Event::AuthorizationDeactivated(_) => "authorization_deactivated",
+            Event::OrderFinalized(_) => "order_finalized",
+            Event::EabKeyCreated(_) => "eab_key_created",
+            Event::EabKeyRevoked(_) => "eab_key_revoked",
+            Event::RenewalWindowSet(_) => "renewal_window_set",
         }
     }
 }

@@ -1,11 +1,64 @@
-//! Projections as pure folds over the log. [`Inventory`] is the in-memory form used by
-//! tests, offline tools and (later) read replicas fed by `WatchEvents`; the storage crate
-//! keeps the same state persisted in sled and is checked against this fold.
+//! Projections as pure folds over the log. [`IndexEvent::of`] is the one place that says
+//! what each event kind contributes to the projections; [`Inventory`] (tests, offline
+//! tools, read replicas fed by `WatchEvents`) and the storage crate's persisted trees both
+//! fold `IndexEvent`s, so a new event kind is handled once and the compiler pushes it
+//! through every projection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::acme::index::{AcmeKey, keys_of};
 use crate::event::{CaInitialized, Event, RevocationReason};
 use crate::{Error, Serial, UnixSeconds};
+
+/// What the projections read from one event, in domain form. The storage crate's lean
+/// decoder produces the same values without decoding whole events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexEvent {
+    /// The CA lives in its record; projections keep its seq.
+    CaInitialized,
+    CertificateIssued { serial: Serial, not_after: UnixSeconds },
+    CertificateRevoked {
+        serial: Serial,
+        reason: RevocationReason,
+        revoked_at: UnixSeconds,
+        invalidity_date: Option<UnixSeconds>,
+    },
+    CrlPublished { number: u64, delta_base: Option<u64> },
+    /// An ACME event: the objects it belongs to.
+    Acme(Vec<AcmeKey>),
+}
+
+impl IndexEvent {
+    /// The projection-relevant part of an event. Exhaustive on purpose.
+    pub fn of(e: &Event) -> IndexEvent {
+        match e {
+            Event::CaInitialized(_) => IndexEvent::CaInitialized,
+            Event::CertificateIssued(c) => {
+                IndexEvent::CertificateIssued { serial: c.serial.clone(), not_after: c.not_after }
+            }
+            Event::CertificateRevoked(r) => IndexEvent::CertificateRevoked {
+                serial: r.serial.clone(),
+                reason: r.reason,
+                revoked_at: r.revoked_at,
+                invalidity_date: r.invalidity_date,
+            },
+            Event::CrlPublished(c) => IndexEvent::CrlPublished { number: c.number, delta_base: c.delta_base },
+            Event::AccountRegistered(_)
+            | Event::AccountUpdated(_)
+            | Event::AccountKeyChanged(_)
+            | Event::AccountDeactivated(_)
+            | Event::OrderCreated(_)
+            | Event::ChallengeStarted(_)
+            | Event::AuthorizationValidated(_)
+            | Event::AuthorizationInvalidated(_)
+            | Event::AuthorizationDeactivated(_)
+            | Event::OrderFinalized(_)
+            | Event::EabKeyCreated(_)
+            | Event::EabKeyRevoked(_)
+            | Event::RenewalWindowSet(_) => IndexEvent::Acme(keys_of(e)),
+        }
+    }
+}
 
 /// What the certificate index holds per serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +87,8 @@ pub struct Inventory {
     /// find what expires next without scanning every certificate.
     pub expiry: BTreeSet<(UnixSeconds, Serial)>,
     pub last_crl_number: u64,
+    /// The ACME index: `AcmeKey::entry(seq)` for every (object, record) pair.
+    pub acme: BTreeSet<Vec<u8>>,
     /// Sequence number of the last applied record.
     pub applied: Option<u64>,
 }
@@ -45,30 +100,31 @@ impl Inventory {
         if seq != expected {
             return Err(Error::InvalidEvent(format!("record {seq} applied, expected {expected}")));
         }
-        match event {
-            Event::CaInitialized(ca) => self.ca = Some(ca.clone()),
-            Event::CertificateIssued(c) => {
-                self.certs.insert(c.serial.clone(), CertEntry { seq, not_after: c.not_after });
-                self.expiry.insert((c.not_after, c.serial.clone()));
-            }
-            Event::CertificateRevoked(r) => {
-                self.revoked.insert(
-                    r.serial.clone(),
-                    RevokedEntry {
-                        seq,
-                        reason: r.reason,
-                        revoked_at: r.revoked_at,
-                        invalidity_date: r.invalidity_date,
-                    },
-                );
-            }
-            Event::CrlPublished(c) if c.delta_base.is_none() => {
-                self.last_crl_number = self.last_crl_number.max(c.number);
-            }
-            _ => {}
+        if let Event::CaInitialized(ca) = event {
+            // The fold keeps the CA itself; the persisted projection keeps its seq.
+            self.ca = Some(ca.clone());
         }
+        self.apply_index(seq, IndexEvent::of(event));
         self.applied = Some(seq);
         Ok(())
+    }
+
+    fn apply_index(&mut self, seq: u64, ix: IndexEvent) {
+        match ix {
+            IndexEvent::CaInitialized => {}
+            IndexEvent::CertificateIssued { serial, not_after } => {
+                self.certs.insert(serial.clone(), CertEntry { seq, not_after });
+                self.expiry.insert((not_after, serial));
+            }
+            IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
+                self.revoked.insert(serial, RevokedEntry { seq, reason, revoked_at, invalidity_date });
+            }
+            IndexEvent::CrlPublished { number, delta_base: None } => {
+                self.last_crl_number = self.last_crl_number.max(number);
+            }
+            IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::Acme(keys) => self.acme.extend(keys.iter().map(|k| k.entry(seq))),
+        }
     }
 
     /// Revoked certificates that have not yet expired at `now` (what a CRL must list).

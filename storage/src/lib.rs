@@ -111,6 +111,7 @@
 //! log ([`EventStore::inventory`] reads them back for that comparison). The CA itself is not
 //! copied: `meta.ca_seq` points at its `CaInitialized` record.
 
+mod acme;
 mod codec;
 mod error;
 mod journal;

@@ -74,6 +74,8 @@ pub(crate) struct Trees {
     pub certs: sled::Tree,
     pub revoked: sled::Tree,
     pub expiry: sled::Tree,
+    /// The ACME index: `AcmeKey::entry(seq)` -> empty (see `ca_core::acme::index`).
+    pub acme: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -84,6 +86,7 @@ impl Trees {
             certs: db.open_tree("certs")?,
             revoked: db.open_tree("revoked")?,
             expiry: db.open_tree("expiry")?,
+            acme: db.open_tree("acme")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -103,10 +106,11 @@ pub(crate) struct ProjBatch {
     certs: Vec<(IVec, IVec)>,
     revoked: Vec<(IVec, IVec)>,
     expiry: Vec<(IVec, IVec)>,
+    acme: Vec<(IVec, IVec)>,
 }
 
 impl ProjBatch {
-    /// Fold one record in; mirrors `Inventory::apply` case by case.
+    /// Fold one record in; mirrors `Inventory::apply_index` case by case.
     pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &IndexEvent) {
         match event {
             IndexEvent::CaInitialized => st.ca_seq = Some(seq),
@@ -126,7 +130,10 @@ impl ProjBatch {
             }
             // Delta CRLs do not advance the full CRL number.
             IndexEvent::CrlPublished { number, delta_base: None } => st.last_crl = st.last_crl.max(*number),
-            IndexEvent::CrlPublished { .. } | IndexEvent::Other => {}
+            IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::Acme(keys) => {
+                self.acme.extend(keys.iter().map(|k| (k.entry(seq).into(), IVec::default())));
+            }
         }
         st.through = Some(seq);
     }
@@ -136,7 +143,12 @@ impl ProjBatch {
     /// counters that changed are written).
     pub(crate) fn commit(self, trees: &Trees, before: &ProjState, st: &ProjState) -> Result<(), StoreError> {
         for (tree, writes) in
-            [(&trees.certs, self.certs), (&trees.revoked, self.revoked), (&trees.expiry, self.expiry)]
+            [
+                (&trees.certs, self.certs),
+                (&trees.revoked, self.revoked),
+                (&trees.expiry, self.expiry),
+                (&trees.acme, self.acme),
+            ]
         {
             for (k, v) in writes {
                 tree.insert(k, v)?;

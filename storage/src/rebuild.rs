@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ca_core::Serial;
 use ca_core::projection::{CertEntry, RevokedEntry};
-use ca_proto::convert::IndexEvent;
+use ca_core::projection::IndexEvent;
 
 use crate::project::{ProjState, Trees};
 use crate::{StoreError, codec};
@@ -58,6 +58,7 @@ pub(crate) struct Report {
     pub certs: Diff,
     pub revoked: Diff,
     pub expiry: Diff,
+    pub acme: Diff,
 }
 
 impl Report {
@@ -73,6 +74,8 @@ impl Report {
             revoked_removed = self.revoked.removed,
             expiry_written = self.expiry.inserted,
             expiry_removed = self.expiry.removed,
+            acme_written = self.acme.inserted,
+            acme_removed = self.acme.removed,
             "{what}"
         );
     }
@@ -138,6 +141,8 @@ struct Revoked {
 struct Fold {
     issued: Vec<Issued>,
     revoked: Vec<Revoked>,
+    /// ACME index entries (`AcmeKey::entry(seq)`).
+    acme: Vec<Vec<u8>>,
     ca_seq: Option<u64>,
     last_crl: u64,
 }
@@ -150,11 +155,13 @@ impl Fold {
         let mut fold = Fold {
             issued: Vec::with_capacity(parts.iter().map(|p| p.issued.len()).sum()),
             revoked: Vec::with_capacity(parts.iter().map(|p| p.revoked.len()).sum()),
+            acme: Vec::with_capacity(parts.iter().map(|p| p.acme.len()).sum()),
             ..Fold::default()
         };
         for p in parts {
             fold.issued.extend(p.issued);
             fold.revoked.extend(p.revoked);
+            fold.acme.extend(p.acme);
             fold.ca_seq = fold.ca_seq.max(p.ca_seq);
             fold.last_crl = fold.last_crl.max(p.last_crl);
         }
@@ -212,11 +219,15 @@ pub(crate) fn rebuild(
     for index in 0..passes {
         let started = Instant::now();
         let part = Part { index, count: passes };
-        let fold = scan(&trees.log, end, part, threads)?;
+        let mut fold = scan(&trees.log, end, part, threads)?;
         // The CA and CRL counters do not depend on the partition.
         st.ca_seq = fold.ca_seq;
         st.last_crl = fold.last_crl;
         let scanned = started.elapsed();
+        let mut acme = std::mem::take(&mut fold.acme);
+        acme.sort_unstable();
+        acme.dedup();
+        report.acme.add(reconcile(&trees.acme, acme.iter().map(|k| (k, [0u8; 0])), |k| part.owns(k))?);
         let (certs, expiry, revoked) = reconcile_fold(trees, fold, part)?;
         report.certs.add(certs);
         report.expiry.add(expiry);
@@ -277,7 +288,10 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
             IndexEvent::CrlPublished { number, delta_base: None } => {
                 fold.last_crl = fold.last_crl.max(number)
             }
-            IndexEvent::CrlPublished { .. } | IndexEvent::Other => {}
+            IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::Acme(keys) => {
+                fold.acme.extend(keys.iter().map(|k| k.entry(seq)).filter(|e| part.owns(e)));
+            }
         }
         Ok(())
     })?;
@@ -499,7 +513,8 @@ mod tests {
         }
         // The same issuance twice: one expiry entry.
         h.push(issued(7, 997));
-        h.push(Event::AccountDeactivated { account_id: "a".into() });
+        h.push(Event::AccountDeactivated(ca_core::event::AccountDeactivated { account_id: "a".into() }));
+        h.push(Event::EabKeyRevoked(ca_core::event::EabKeyRevoked { kid: "k".into() }));
         h.push(ca(2));
         h
     }
@@ -530,6 +545,9 @@ mod tests {
         t.expiry.insert(codec::expiry_key(77, &serial(999)), &[][..]).unwrap();
         t.expiry.insert(codec::expiry_key(1_000, &serial(5)), &[9][..]).unwrap();
         t.meta.insert(codec::META_LAST_CRL, &999u64.to_be_bytes()[..]).unwrap();
+        let some_acme = t.acme.iter().next().unwrap().unwrap().0;
+        t.acme.remove(&some_acme).unwrap();
+        t.acme.insert(&b"zbogus"[..], &[][..]).unwrap();
     }
 
     fn store_with_history(dir: &tempfile::TempDir) -> EventStore {
@@ -555,7 +573,11 @@ mod tests {
         assert_eq!(store.last_crl_number().unwrap(), expected.last_crl_number);
 
         let (_, report) = rebuild(store.trees(), store.next_seq(), PASS_RECORDS, 2).unwrap();
-        assert_eq!((report.certs, report.revoked, report.expiry), Default::default(), "nothing left to fix");
+        assert_eq!(
+            (report.certs, report.revoked, report.expiry, report.acme),
+            Default::default(),
+            "nothing left to fix"
+        );
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl Shared {
     }
 
     /// Read one record by seq, without the committed bound (callers apply it).
-    fn read_raw(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+    pub(crate) fn read_raw(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
         Ok(self.trees.log.get(codec::log_key(seq))?)
     }
 
@@ -427,7 +427,7 @@ impl EventStore {
         })
     }
 
-    fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
@@ -773,6 +773,10 @@ impl EventStore {
             let (k, _) = item?;
             inv.expiry.insert(codec::parse_expiry_key(&k)?);
         }
+        for item in sh.trees.acme.iter() {
+            let (k, _) = item?;
+            inv.acme.insert(k.to_vec());
+        }
         Ok(inv)
     }
 
@@ -841,7 +845,7 @@ fn ca_at(sh: &Shared, seq: u64) -> Result<CaInitialized, StoreError> {
     }
 }
 
-fn decode_record(seq: u64, v: &[u8]) -> Result<StoredRecord, StoreError> {
+pub(crate) fn decode_record(seq: u64, v: &[u8]) -> Result<StoredRecord, StoreError> {
     let p = codec::parse_log_value(seq, v)?;
     let event = decode_event(p.event).map_err(|e| StoreError::Decode { seq, detail: e.to_string() })?;
     Ok(StoredRecord {

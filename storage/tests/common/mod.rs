@@ -78,11 +78,15 @@ pub fn mixed_events(n: usize) -> Vec<Event> {
                 revoked(&s, reason, 1_000 + i as i64, i.is_multiple_of(3).then_some(500 + i as i64))
             }
             3 => crl(i, i.is_multiple_of(2).then_some(i - 1)),
-            5 => Event::AccountRegistered {
+            5 => Event::AccountRegistered(ca_core::event::AccountRegistered {
                 account_id: format!("acct-{i}"),
                 jwk_json: b"{}".to_vec(),
+                thumbprint: format!("tp-{i}"),
                 contact: vec![],
-            },
+                terms_of_service_agreed: true,
+                eab_kid: None,
+                created_at: i as i64,
+            }),
             _ => {
                 issued_so_far += 1;
                 issued(&serial(issued_so_far - 1), 1_000_000 + ((i as i64 * 7919) % 5_000) - 2_500)

@@ -18,54 +18,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
     event_from_proto(p)
 }
 
-/// What the persisted projections read from one event: the kind, and for the three kinds
-/// they index, the indexed fields, in their decoded (domain) form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexEvent {
-    CaInitialized,
-    CertificateIssued {
-        serial: Serial,
-        not_after: UnixSeconds,
-    },
-    CertificateRevoked {
-        serial: Serial,
-        reason: dom::RevocationReason,
-        revoked_at: UnixSeconds,
-        invalidity_date: Option<UnixSeconds>,
-    },
-    CrlPublished {
-        number: u64,
-        delta_base: Option<u64>,
-    },
-    /// Every other kind (the ACME events): no projection reads them.
-    Other,
-}
+pub use ca_core::projection::IndexEvent;
 
-impl IndexEvent {
-    /// The projection-relevant part of a decoded event.
-    pub fn of(e: &Event) -> IndexEvent {
-        match e {
-            Event::CaInitialized(_) => IndexEvent::CaInitialized,
-            Event::CertificateIssued(c) => {
-                IndexEvent::CertificateIssued { serial: c.serial.clone(), not_after: c.not_after }
-            }
-            Event::CertificateRevoked(r) => IndexEvent::CertificateRevoked {
-                serial: r.serial.clone(),
-                reason: r.reason,
-                revoked_at: r.revoked_at,
-                invalidity_date: r.invalidity_date,
-            },
-            Event::CrlPublished(c) => IndexEvent::CrlPublished { number: c.number, delta_base: c.delta_base },
-            Event::AccountRegistered { .. }
-            | Event::AccountKeyChanged { .. }
-            | Event::AccountDeactivated { .. }
-            | Event::OrderCreated { .. }
-            | Event::AuthorizationValidated { .. }
-            | Event::AuthorizationInvalidated { .. }
-            | Event::OrderFinalized { .. } => IndexEvent::Other,
-        }
-    }
-}
+mod acme;
 
 /// Decode only what the projections need from the log's bytes, for replay and rebuild:
 /// `decode_event_index(b)` is `decode_event(b).map(|e| IndexEvent::of(&e))`, except that
@@ -103,7 +58,7 @@ mod lean {
 
     pub(super) enum Decoded {
         Index(IndexEvent),
-        /// The event holds a kind this scanner does not parse: decode it in full.
+        /// The event holds a field this scanner does not parse: decode it in full.
         NotIndexed,
     }
 
@@ -347,9 +302,9 @@ mod lean {
                         }
                     }
                 }
-                // The other `Event.kind` fields: CaInitialized (1) and the ACME events.
-                1 | 5..=11 => return Ok(Decoded::NotIndexed),
-                _ => skip(wt, tag, &mut b, RECURSION_LIMIT)?,
+                // Any other field (CaInitialized, the ACME kinds, a field this scanner does
+                // not know): the full decode is authoritative, so a new kind needs no edit here.
+                _ => return Ok(Decoded::NotIndexed),
             }
         }
         let ix = match kind {
@@ -407,7 +362,7 @@ pub fn reason_from_proto(v: i32) -> Result<dom::RevocationReason, Error> {
     dom::RevocationReason::from_code(code)
 }
 
-fn serial(bytes: &[u8]) -> Result<Serial, Error> {
+pub(crate) fn serial(bytes: &[u8]) -> Result<Serial, Error> {
     Serial::from_bytes(bytes).map_err(|_| Error::InvalidEvent("bad serial in event".into()))
 }
 
@@ -442,41 +397,19 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
             next_update_unix: c.next_update,
             delta_base: c.delta_base.unwrap_or(0),
         }),
-        Event::AccountRegistered { account_id, jwk_json, contact } => {
-            Kind::AccountRegistered(v1::AccountRegistered {
-                account_id: account_id.clone(),
-                jwk_json: jwk_json.clone(),
-                contact: contact.clone(),
-            })
-        }
-        Event::AccountKeyChanged { account_id, jwk_json } => Kind::AccountKeyChanged(v1::AccountKeyChanged {
-            account_id: account_id.clone(),
-            jwk_json: jwk_json.clone(),
-        }),
-        Event::AccountDeactivated { account_id } => {
-            Kind::AccountDeactivated(v1::AccountDeactivated { account_id: account_id.clone() })
-        }
-        Event::OrderCreated { order_id, account_id, identifiers } => Kind::OrderCreated(v1::OrderCreated {
-            order_id: order_id.clone(),
-            account_id: account_id.clone(),
-            identifiers: identifiers.clone(),
-        }),
-        Event::AuthorizationValidated { authz_id, challenge_type } => {
-            Kind::AuthorizationValidated(v1::AuthorizationValidated {
-                authz_id: authz_id.clone(),
-                challenge_type: challenge_type.clone(),
-            })
-        }
-        Event::AuthorizationInvalidated { authz_id, detail } => {
-            Kind::AuthorizationInvalidated(v1::AuthorizationInvalidated {
-                authz_id: authz_id.clone(),
-                detail: detail.clone(),
-            })
-        }
-        Event::OrderFinalized { order_id, serial } => Kind::OrderFinalized(v1::OrderFinalized {
-            order_id: order_id.clone(),
-            serial: serial.as_bytes().to_vec(),
-        }),
+        Event::AccountRegistered(x) => Kind::AccountRegistered(x.into()),
+        Event::AccountUpdated(x) => Kind::AccountUpdated(x.into()),
+        Event::AccountKeyChanged(x) => Kind::AccountKeyChanged(x.into()),
+        Event::AccountDeactivated(x) => Kind::AccountDeactivated(x.into()),
+        Event::OrderCreated(x) => Kind::OrderCreated(x.into()),
+        Event::ChallengeStarted(x) => Kind::ChallengeStarted(x.into()),
+        Event::AuthorizationValidated(x) => Kind::AuthorizationValidated(x.into()),
+        Event::AuthorizationInvalidated(x) => Kind::AuthorizationInvalidated(x.into()),
+        Event::AuthorizationDeactivated(x) => Kind::AuthorizationDeactivated(x.into()),
+        Event::OrderFinalized(x) => Kind::OrderFinalized(x.into()),
+        Event::EabKeyCreated(x) => Kind::EabKeyCreated(x.into()),
+        Event::EabKeyRevoked(x) => Kind::EabKeyRevoked(x.into()),
+        Event::RenewalWindowSet(x) => Kind::RenewalWindowSet(x.into()),
     };
     v1::Event { kind: Some(kind) }
 }
@@ -513,23 +446,19 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
             next_update: c.next_update_unix,
             delta_base: (c.delta_base != 0).then_some(c.delta_base),
         }),
-        Kind::AccountRegistered(a) => {
-            Event::AccountRegistered { account_id: a.account_id, jwk_json: a.jwk_json, contact: a.contact }
-        }
-        Kind::AccountKeyChanged(a) => {
-            Event::AccountKeyChanged { account_id: a.account_id, jwk_json: a.jwk_json }
-        }
-        Kind::AccountDeactivated(a) => Event::AccountDeactivated { account_id: a.account_id },
-        Kind::OrderCreated(o) => {
-            Event::OrderCreated { order_id: o.order_id, account_id: o.account_id, identifiers: o.identifiers }
-        }
-        Kind::AuthorizationValidated(a) => {
-            Event::AuthorizationValidated { authz_id: a.authz_id, challenge_type: a.challenge_type }
-        }
-        Kind::AuthorizationInvalidated(a) => {
-            Event::AuthorizationInvalidated { authz_id: a.authz_id, detail: a.detail }
-        }
-        Kind::OrderFinalized(o) => Event::OrderFinalized { order_id: o.order_id, serial: serial(&o.serial)? },
+        Kind::AccountRegistered(x) => Event::AccountRegistered(x.try_into()?),
+        Kind::AccountUpdated(x) => Event::AccountUpdated(x.try_into()?),
+        Kind::AccountKeyChanged(x) => Event::AccountKeyChanged(x.try_into()?),
+        Kind::AccountDeactivated(x) => Event::AccountDeactivated(x.try_into()?),
+        Kind::OrderCreated(x) => Event::OrderCreated(x.try_into()?),
+        Kind::ChallengeStarted(x) => Event::ChallengeStarted(x.try_into()?),
+        Kind::AuthorizationValidated(x) => Event::AuthorizationValidated(x.try_into()?),
+        Kind::AuthorizationInvalidated(x) => Event::AuthorizationInvalidated(x.try_into()?),
+        Kind::AuthorizationDeactivated(x) => Event::AuthorizationDeactivated(x.try_into()?),
+        Kind::OrderFinalized(x) => Event::OrderFinalized(x.try_into()?),
+        Kind::EabKeyCreated(x) => Event::EabKeyCreated(x.try_into()?),
+        Kind::EabKeyRevoked(x) => Event::EabKeyRevoked(x.try_into()?),
+        Kind::RenewalWindowSet(x) => Event::RenewalWindowSet(x.try_into()?),
     })
 }
 
@@ -608,13 +537,87 @@ mod tests {
                 next_update: 2,
                 delta_base: Some(2),
             }),
-            Event::OrderFinalized { order_id: "o".into(), serial: s },
         ];
+        let events = events.into_iter().chain(acme_samples(&s));
         for e in events {
             assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
         }
         assert!(decode_event(&[0xff, 0xff]).is_err());
         assert!(decode_event(&[]).is_err(), "an empty event has no kind");
+    }
+
+    /// One of every ACME event, with every optional field set.
+    fn acme_samples(s: &Serial) -> Vec<Event> {
+        use dom::Identifier;
+        vec![
+            Event::AccountRegistered(dom::AccountRegistered {
+                account_id: "a".into(),
+                jwk_json: br#"{"kty":"OKP"}"#.to_vec(),
+                thumbprint: "tp".into(),
+                contact: vec!["mailto:x@y.test".into()],
+                terms_of_service_agreed: true,
+                eab_kid: Some("kid".into()),
+                created_at: 5,
+            }),
+            Event::AccountUpdated(dom::AccountUpdated { account_id: "a".into(), contact: vec![] }),
+            Event::AccountKeyChanged(dom::AccountKeyChanged {
+                account_id: "a".into(),
+                jwk_json: b"{}".to_vec(),
+                old_thumbprint: "tp".into(),
+                new_thumbprint: "tp2".into(),
+            }),
+            Event::AccountDeactivated(dom::AccountDeactivated { account_id: "a".into() }),
+            Event::OrderCreated(dom::OrderCreated {
+                order_id: "o".into(),
+                account_id: "a".into(),
+                identifiers: vec![Identifier::Dns("*.x.test".into()), Identifier::Ip("::1".parse().unwrap())],
+                authz_ids: vec!["z1".into(), "z2".into()],
+                new_authorizations: vec![dom::NewAuthorization {
+                    authz_id: "z1".into(),
+                    identifier: Identifier::Dns("x.test".into()),
+                    wildcard: true,
+                    expires: 100,
+                    token: "tok".into(),
+                }],
+                expires: 50,
+                not_before: Some(1),
+                not_after: Some(2),
+                profile: "server".into(),
+                replaces: Some(s.clone()),
+                created_at: 3,
+            }),
+            Event::ChallengeStarted(dom::ChallengeStarted { authz_id: "z1".into(), challenge_type: "dns-01".into() }),
+            Event::AuthorizationValidated(dom::AuthorizationValidated {
+                authz_id: "z1".into(),
+                challenge_type: "http-01".into(),
+                address: Some("127.0.0.1:80".into()),
+                validated_at: 9,
+            }),
+            Event::AuthorizationInvalidated(dom::AuthorizationInvalidated {
+                authz_id: "z2".into(),
+                challenge_type: "tls-alpn-01".into(),
+                error_type: "urn:ietf:params:acme:error:tls".into(),
+                detail: "no ALPN".into(),
+                at: 10,
+            }),
+            Event::AuthorizationDeactivated(dom::AuthorizationDeactivated { authz_id: "z1".into() }),
+            Event::OrderFinalized(dom::OrderFinalized { order_id: "o".into(), serial: s.clone() }),
+            Event::EabKeyCreated(dom::EabKeyCreated {
+                kid: "kid".into(),
+                name: "team-a".into(),
+                allowed_dns: vec![".a.internal".into()],
+                allowed_ips: vec!["10.0.0.0/8".into()],
+                profiles: vec!["server".into()],
+                created_at: 4,
+            }),
+            Event::EabKeyRevoked(dom::EabKeyRevoked { kid: "kid".into() }),
+            Event::RenewalWindowSet(dom::RenewalWindowSet {
+                serial: s.clone(),
+                start: 1,
+                end: 2,
+                requester: "cli".into(),
+            }),
+        ]
     }
 
     #[test]
@@ -656,17 +659,18 @@ mod tests {
                 next_update: 2,
                 delta_base: Some(3),
             }),
-            Event::OrderFinalized { order_id: "o".into(), serial: s },
         ];
+        let events = events.into_iter().chain(acme_samples(&s));
         for e in events {
             let bytes = encode_event(&e);
             let full = IndexEvent::of(&decode_event(&bytes).unwrap());
             assert_eq!(decode_event_index(&bytes).unwrap(), full, "{e:?}");
         }
-        assert!(matches!(
-            decode_event_index(&encode_event(&Event::AccountDeactivated { account_id: "a".into() })),
-            Ok(IndexEvent::Other)
-        ));
+        let deactivated = Event::AccountDeactivated(dom::AccountDeactivated { account_id: "a".into() });
+        assert_eq!(
+            decode_event_index(&encode_event(&deactivated)).unwrap(),
+            IndexEvent::Acme(vec![ca_core::acme::index::AcmeKey::Account("a".into())])
+        );
         for bad in [
             &[][..],
             &[0xff, 0xff],
