@@ -5,6 +5,7 @@
 //! runs in the server, in offline tools (`audit verify`, `events`) and in future read
 //! replicas that rebuild projections from `WatchEvents`.
 
+pub mod acme;
 pub mod ca;
 pub mod chain;
 pub mod crl;
