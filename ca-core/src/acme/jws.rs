@@ -251,30 +251,23 @@ mod tests {
         assert_eq!(jws.verify(&Jwk::from_json(&TestKey::es256().jwk).unwrap()), Err(JwsError::BadSignature));
     }
 
+    /// A flipped signature bit, or a payload other than the signed one, does not verify.
     #[test]
-    fn flipped_signature_bit_is_bad_signature() {
+    fn tampering_is_bad_signature() {
         for key in all_keys() {
-            let mut v: Value = serde_json::from_slice(&key.jws(&key.header_jwk(URL), b"{}")).unwrap();
-            let mut sig = b64u_decode(v["signature"].as_str().unwrap()).unwrap();
+            let good: Value = serde_json::from_slice(&key.jws(&key.header_jwk(URL), b"{}")).unwrap();
+            let mut flipped = good.clone();
+            let mut sig = b64u_decode(good["signature"].as_str().unwrap()).unwrap();
             sig[5] ^= 0x10;
-            v["signature"] = json!(b64u(&sig));
-            let jws = Jws::parse(v.to_string().as_bytes()).unwrap();
-            assert_eq!(
-                jws.verify(jws.protected.jwk.as_ref().unwrap()),
-                Err(JwsError::BadSignature),
-                "{}",
-                key.alg
-            );
+            flipped["signature"] = json!(b64u(&sig));
+            let mut changed = good.clone();
+            changed["payload"] = json!(b64u(b"{\"a\":1}"));
+            for v in [flipped, changed] {
+                let jws = Jws::parse(v.to_string().as_bytes()).unwrap();
+                let verdict = jws.verify(jws.protected.jwk.as_ref().unwrap());
+                assert_eq!(verdict, Err(JwsError::BadSignature), "{}", key.alg);
+            }
         }
-    }
-
-    #[test]
-    fn changed_payload_is_bad_signature() {
-        let key = TestKey::ed25519();
-        let mut v: Value = serde_json::from_slice(&key.jws(&key.header_jwk(URL), b"{}")).unwrap();
-        v["payload"] = json!(b64u(b"{\"a\":1}"));
-        let jws = Jws::parse(v.to_string().as_bytes()).unwrap();
-        assert_eq!(jws.verify(jws.protected.jwk.as_ref().unwrap()), Err(JwsError::BadSignature));
     }
 
     #[test]
