@@ -108,3 +108,15 @@ mod tests {
         assert_eq!(Problem::from_urn("urn:ietf:params:acme:error:nope"), None);
     }
 }
+
+impl From<crate::acme::jws::JwsError> for crate::Error {
+    fn from(e: crate::acme::jws::JwsError) -> Self {
+        use crate::acme::jws::JwsError;
+        let problem = match &e {
+            JwsError::Malformed(_) | JwsError::BadSignature => Problem::Malformed,
+            JwsError::BadSignatureAlgorithm { .. } => Problem::BadSignatureAlgorithm,
+            JwsError::BadPublicKey(_) => Problem::BadPublicKey,
+        };
+        crate::Error::acme(problem, e.to_string())
+    }
+}

@@ -2,7 +2,7 @@
 
 use ca_core::event::{self as dom, Event};
 use ca_core::keys::KeyAlgorithm;
-use ca_core::{Error, Serial, UnixSeconds};
+use ca_core::{Error, Serial};
 use prost::Message;
 
 use crate::v1;
