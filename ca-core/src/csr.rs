@@ -180,3 +180,24 @@ fn check_uri(u: &str) -> Result<String, Error> {
         && u.bytes().all(|b| b.is_ascii_graphic());
     if ok { Ok(u.to_string()) } else { Err(Error::BadNames(format!("URI SAN {u:?} is not an absolute URI"))) }
 }
+
+/// A fresh ECDSA P-256 key and a CSR for `names` (DNS names or IP addresses), for the
+/// certificates the CA issues to its own listeners. Returns (PKCS#8 DER, CSR DER).
+pub fn self_request(names: &[String]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let key = crate::keys::generate(crate::keys::KeyAlgorithm::EcdsaP256)?;
+    let pair = rcgen::KeyPair::try_from(key.der()).map_err(|e| Error::Key(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) => n
+                .clone()
+                .try_into()
+                .map(rcgen::SanType::DnsName)
+                .map_err(|_| Error::BadNames(format!("{n:?} is not IA5 (ASCII)"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let csr = params.serialize_request(&pair)?;
+    Ok((key.der().to_vec(), csr.der().to_vec()))
+}

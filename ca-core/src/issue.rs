@@ -113,10 +113,23 @@ impl Authority {
         requester: &str,
         now: UnixSeconds,
     ) -> Result<CertificateIssued, Error> {
-        let (_, profile) = self.profiles.get(profile_name)?;
-        let serial = Serial::random(&self.rng)?;
         let not_before = now - BACKDATE_SECS;
         let not_after = now.saturating_add(i64::try_from(validity_secs).unwrap_or(i64::MAX));
+        self.sign_checked_window(csr, profile_name, not_before, not_after, requester)
+    }
+
+    /// [`sign_checked`](Self::sign_checked) for an explicit validity window (ACME orders
+    /// with notBefore/notAfter); the caller has checked it against the profile.
+    pub fn sign_checked_window(
+        &self,
+        csr: &CheckedCsr,
+        profile_name: &str,
+        not_before: UnixSeconds,
+        not_after: UnixSeconds,
+        requester: &str,
+    ) -> Result<CertificateIssued, Error> {
+        let (_, profile) = self.profiles.get(profile_name)?;
+        let serial = Serial::random(&self.rng)?;
         let ts =
             |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| Error::Build(format!("time: {e}")));
 

@@ -213,6 +213,11 @@ impl Policy {
         self.cfg.max_validity_secs
     }
 
+    /// The configuration this policy was built from (to derive a narrower one).
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
     /// Reject key types and sizes the policy does not allow.
     pub fn check_key(&self, key: SubjectKey) -> Result<(), Error> {
         if !self.cfg.allowed_key_types.iter().any(|k| k == key.family()) {

@@ -24,13 +24,38 @@ pub struct Profile {
     pub default_validity_secs: u64,
     /// Upper bound on the validity a request may ask for (seconds).
     pub max_validity_secs: u64,
+    /// What ACME clients are told about it (`meta.profiles`); derived when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 const DAY: u64 = 86_400;
 
 impl Profile {
     fn new(usages: Vec<Usage>) -> Self {
-        Profile { usages, default_validity_secs: 7 * DAY, max_validity_secs: 90 * DAY }
+        Profile { usages, default_validity_secs: 7 * DAY, max_validity_secs: 90 * DAY, description: None }
+    }
+
+    /// The configured description, or one derived from usages and lifetimes.
+    pub fn describe(&self) -> String {
+        if let Some(d) = &self.description {
+            return d.clone();
+        }
+        let usages: Vec<&str> = self
+            .usages
+            .iter()
+            .map(|u| match u {
+                Usage::ServerAuth => "TLS server",
+                Usage::ClientAuth => "TLS client",
+            })
+            .collect();
+        let days = |s: u64| s.div_ceil(DAY);
+        format!(
+            "{} certificates, {} days by default, at most {} days",
+            usages.join(" and "),
+            days(self.default_validity_secs),
+            days(self.max_validity_secs)
+        )
     }
 
     pub fn extended_key_usages(&self) -> Vec<ExtendedKeyUsagePurpose> {
@@ -90,6 +115,16 @@ impl Default for Profiles {
 }
 
 impl Profiles {
+    /// Every profile's name, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// A profile's description for ACME clients (`meta.profiles`).
+    pub fn describe(&self, name: &str) -> Option<String> {
+        self.by_name.get(name).map(|p| p.describe())
+    }
+
     /// Look a profile up; "" means the default.
     pub fn get(&self, name: &str) -> Result<(&str, &Profile), Error> {
         let name = if name.is_empty() { self.default.as_str() } else { name };

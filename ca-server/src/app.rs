@@ -140,7 +140,7 @@ fn write_public_files(dd: &DataDir, root: &[u8], int: &[u8]) -> Result<(), AppEr
 }
 
 /// Private keys: created with mode 0600 from the start (never briefly world-readable).
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
     write_atomic(path, bytes, 0o600)
 }
 
@@ -162,7 +162,7 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
     set_mode(path, mode)
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), AppError> {
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), AppError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -183,6 +183,10 @@ pub struct App {
     pub started: Instant,
     pub public_url: String,
     pub revocation: Arc<crate::revocation::Revocation>,
+    /// The data dir (key files, EAB secrets).
+    pub data_dir: PathBuf,
+    /// The ACME frontend's counters (rendered with the rest at `/metrics`).
+    pub acme_metrics: Arc<crate::acme::metrics::AcmeMetrics>,
 }
 
 impl App {
@@ -212,6 +216,8 @@ impl App {
             revoke_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             public_url,
+            data_dir: config.data_dir.clone(),
+            acme_metrics: Arc::default(),
         })
     }
 }

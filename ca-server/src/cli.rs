@@ -48,6 +48,8 @@ pub enum Command {
         /// Base URL written into certificates' CRL and OCSP/caIssuers URLs [default: http://HTTP_ADDR]
         #[arg(long)]
         public_url: Option<String>,
+        #[command(flatten)]
+        acme: AcmeArgs,
     },
     /// Create the CA in an empty data dir (generated, or imported with --import-cert/--import-key).
     Init {
@@ -87,6 +89,58 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+}
+
+/// ACME flags of `serve` (each overrides its `[acme]` setting).
+#[derive(Args, Debug, Default)]
+pub struct AcmeArgs {
+    /// ACME HTTPS listen address [default: 127.0.0.1:8443]
+    #[arg(long)]
+    pub acme_addr: Option<SocketAddr>,
+    /// Base URL written into the ACME directory [default: https://ACME_ADDR]
+    #[arg(long)]
+    pub acme_url: Option<String>,
+    /// Port dialled for http-01 validation [default: 80]
+    #[arg(long)]
+    pub acme_http_port: Option<u16>,
+    /// Port dialled for tls-alpn-01 validation [default: 443]
+    #[arg(long)]
+    pub acme_tls_port: Option<u16>,
+    /// DNS server (ADDR:PORT) for every validation lookup [default: the system resolver]
+    #[arg(long)]
+    pub acme_dns_resolver: Option<SocketAddr>,
+    /// Let validation dial loopback addresses (tests and local use only)
+    #[arg(long)]
+    pub acme_allow_loopback: bool,
+    /// Do not serve ACME
+    #[arg(long)]
+    pub no_acme: bool,
+}
+
+impl AcmeArgs {
+    pub fn apply(self, cfg: &mut crate::acme::AcmeConfig) {
+        if let Some(a) = self.acme_addr {
+            cfg.addr = a;
+        }
+        if self.acme_url.is_some() {
+            cfg.base_url = self.acme_url;
+        }
+        if let Some(p) = self.acme_http_port {
+            cfg.http_port = p;
+        }
+        if let Some(p) = self.acme_tls_port {
+            cfg.tls_port = p;
+        }
+        if self.acme_dns_resolver.is_some() {
+            cfg.dns_resolver = self.acme_dns_resolver;
+        }
+        if self.acme_allow_loopback {
+            cfg.allow_loopback = true;
+        }
+        if self.no_acme {
+            cfg.enabled = false;
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

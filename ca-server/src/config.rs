@@ -26,6 +26,7 @@ pub struct Config {
     pub profiles: Profiles,
     pub revocation: crate::revocation::RevocationConfig,
     pub storage: StorageConfig,
+    pub acme: crate::acme::AcmeConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,6 +54,7 @@ impl Default for Config {
             profiles: Profiles::default(),
             revocation: Default::default(),
             storage: StorageConfig::default(),
+            acme: Default::default(),
         }
     }
 }

@@ -3,13 +3,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use ca_core::Serial;
-use ca_core::event::Event;
 use ca_core::issue::IssueRequest;
-use ca_core::projection::decide_revoke;
 use ca_proto::convert;
 use ca_proto::v1::certificate_authority_server::CertificateAuthority;
 use ca_proto::v1::*;
@@ -51,104 +48,52 @@ fn finish<T>(method: &'static str, started: Instant, r: Result<T, AppError>) -> 
 }
 
 impl CaService {
-    /// The hot path. The tokio task only queues the job and waits once: the signing thread
-    /// checks the CSR, signs, builds the response and hands the event to the log writer,
-    /// which answers the request itself once the group commit is durable. The certificate
-    /// leaves the process only after its event is durable.
+    /// The hot path: the shared issuance path with the gRPC answer built on the signing
+    /// thread and released by the log writer once the certificate's event is durable.
     async fn sign(&self, requester: String, req: SignCsrRequest) -> Result<SignCsrResponse, AppError> {
-        let app = Arc::clone(&self.app);
-        let started = Instant::now();
         let now = now_unix();
-        let (reply, answer) = tokio::sync::oneshot::channel::<Result<SignCsrResponse, AppError>>();
-        let job = move || {
-            let issued = app.authority.issue(IssueRequest {
-                csr: &req.csr,
-                profile: &req.profile,
-                validity_secs: req.validity_seconds,
-                requester: &requester,
-                now,
-            });
-            let issued = match issued {
-                Ok(issued) => issued,
-                Err(e) => {
-                    app.metrics.sign_rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = reply.send(Err(e.into()));
-                    return;
-                }
-            };
-            let ca = app.authority.ca();
-            let mut pem = ca_core::ca::der_to_pem(&issued.certificate_der);
-            pem.push_str(&ca.chain_pem);
-            let response = SignCsrResponse {
-                serial: issued.serial.to_hex(),
-                certificate_der: issued.certificate_der.clone(),
-                chain_der: ca.chain_der(),
-                certificate_pem: pem,
-            };
-            // The callback runs on the log writer; it holds the metrics, not the App, so
-            // the writer never drops the last handle to its own store.
-            let metrics = Arc::clone(&app.metrics);
-            app.store.append_then(vec![Event::CertificateIssued(issued)], move |r| {
-                let out = match r {
-                    Ok(_) => {
-                        metrics.issued.fetch_add(1, Ordering::Relaxed);
-                        metrics.sign_latency.observe(started.elapsed());
-                        Ok(response)
+        self.app
+            .issue_with(
+                move |authority| {
+                    Ok(authority.issue(IssueRequest {
+                        csr: &req.csr,
+                        profile: &req.profile,
+                        validity_secs: req.validity_seconds,
+                        requester: &requester,
+                        now,
+                    })?)
+                },
+                {
+                    let app = Arc::clone(&self.app);
+                    move |issued| {
+                        let ca = app.authority.ca();
+                        let mut pem = ca_core::ca::der_to_pem(&issued.certificate_der);
+                        pem.push_str(&ca.chain_pem);
+                        let response = SignCsrResponse {
+                            serial: issued.serial.to_hex(),
+                            certificate_der: issued.certificate_der.clone(),
+                            chain_der: ca.chain_der(),
+                            certificate_pem: pem,
+                        };
+                        (vec![], response)
                     }
-                    Err(e) => {
-                        metrics.sign_failed.fetch_add(1, Ordering::Relaxed);
-                        Err(e.into())
-                    }
-                };
-                // A gone receiver is a caller that stopped waiting; the record stands.
-                let _ = reply.send(out);
-            });
-        };
-        if let Err(e) = self.app.pool.submit(job) {
-            if matches!(e, AppError::Busy(_)) {
-                self.app.metrics.sign_busy.fetch_add(1, Ordering::Relaxed);
-            }
-            return Err(e);
-        }
-        answer.await.map_err(|_| AppError::ShuttingDown)?
+                },
+            )
+            .await
     }
 
     async fn revoke(&self, requester: String, req: RevokeRequest) -> Result<RevokeResponse, AppError> {
-        let app = &self.app;
         let serial = Serial::from_hex(&req.serial)?;
         let reason = convert::reason_from_proto(req.reason)?;
-        let invalidity = (req.invalidity_date_unix != 0).then_some(req.invalidity_date_unix);
-        if let Some(t) = invalidity
-            && (t < 0 || t > now_unix())
-        {
-            return Err(AppError::InvalidArgument(format!(
-                "invalidity_date_unix {t} is in the future or negative; it is when the key was (suspected) compromised"
-            )));
-        }
-        let _guard = app.revoke_lock.lock().await;
-        let rec = app.store.cert(&serial)?;
-        let now = now_unix();
-        let event = decide_revoke(
-            &serial,
-            rec.as_ref()
-                .map(|r| ca_core::projection::CertEntry { seq: r.issued_seq, not_after: r.issued.not_after })
-                .as_ref(),
-            rec.as_ref().and_then(|r| r.revoked.as_ref()),
-            reason,
-            invalidity,
-            now,
-            &requester,
-        )?
-        .ok_or_else(|| {
-            AppError::NotFound(format!("no certificate with serial {serial} was issued by this CA"))
-        })?;
-        let appended = app.store.append(vec![event]).await?;
-        let seq = appended.first().map(|a| a.seq).unwrap_or_else(|| app.store.next_seq());
-        // Before the acknowledgement: the next OCSP answer and CRL fetch must say revoked.
-        app.revocation.revoked(&serial, seq);
-        app.metrics.revoked.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%serial, reason = reason.name(), %requester, "certificate revoked");
-        Ok(RevokeResponse { revoked_at_unix: now })
+        let invalidity_date = (req.invalidity_date_unix != 0).then_some(req.invalidity_date_unix);
+        let revoked_at_unix = self
+            .app
+            .revoke(
+                crate::revoke::RevokeRequest { serial: &serial, reason, invalidity_date, requester: &requester },
+                |_| Ok(()),
+            )
+            .await?;
+        Ok(RevokeResponse { revoked_at_unix })
     }
 
     fn get(&self, req: GetCertificateRequest) -> Result<GetCertificateResponse, AppError> {

@@ -42,7 +42,7 @@ fn runtime(
 
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
-        Command::Serve { dir, grpc_addr, http_addr, public_url } => {
+        Command::Serve { dir, grpc_addr, http_addr, public_url, acme } => {
             let mut config = dir.resolve()?;
             if let Some(a) = grpc_addr {
                 config.grpc_addr = a;
@@ -53,10 +53,14 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             if public_url.is_some() {
                 config.public_url = public_url;
             }
+            acme.apply(&mut config.acme);
             runtime(Some(config.io_threads()))?.block_on(async {
                 let running = server::start(config).await?;
                 // Scripts and tests read this line to learn the bound ports.
-                println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr);
+                match running.acme_addr {
+                    Some(a) => println!("ca-server ready grpc={} http={} acme={a}", running.grpc_addr, running.http_addr),
+                    None => println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr),
+                }
                 server::shutdown_signal().await;
                 tracing::info!("shutting down");
                 running.shutdown().await?;

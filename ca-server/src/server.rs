@@ -23,6 +23,9 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The ACME listener, when `[acme] enabled`.
+    pub acme_addr: Option<SocketAddr>,
+    pub acme: Option<Arc<crate::acme::Acme>>,
     pub app: Arc<App>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), AppError>>>,
@@ -56,6 +59,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| AppError::Config(format!("cannot bind HTTP on {}: {e}", config.http_addr)))?;
+    let acme_listener = if config.acme.enabled {
+        Some(
+            TcpListener::bind(config.acme.addr)
+                .await
+                .map_err(|e| AppError::Config(format!("cannot bind ACME on {}: {e}", config.acme.addr)))?,
+        )
+    } else {
+        None
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let public_url = config.public_url(http_addr);
@@ -123,8 +135,52 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .map_err(|e| AppError::Io(format!("HTTP server: {e}")))
     }));
 
-    tracing::info!(%grpc_addr, %http_addr, %public_url, "ca-server listening");
-    Ok(Running { grpc_addr, http_addr, app, shutdown, tasks })
+    let (acme_addr, acme) = match acme_listener {
+        Some(l) => {
+            let (addr, acme) = start_acme(&app, &config, l, &rx, &mut tasks, [grpc_addr, http_addr]).await?;
+            (Some(addr), Some(acme))
+        }
+        None => (None, None),
+    };
+
+    tracing::info!(%grpc_addr, %http_addr, ?acme_addr, %public_url, "ca-server listening");
+    Ok(Running { grpc_addr, http_addr, acme_addr, acme, app, shutdown, tasks })
+}
+
+/// The ACME frontend: its TLS certificate, validation authority and HTTPS listener.
+async fn start_acme(
+    app: &Arc<App>,
+    config: &Config,
+    listener: TcpListener,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<Result<(), AppError>>>,
+    other_listeners: [SocketAddr; 2],
+) -> Result<(SocketAddr, Arc<crate::acme::Acme>), AppError> {
+    let addr = listener.local_addr()?;
+    let cfg = &config.acme;
+    let base = cfg.base_url(addr);
+    let mut own_addrs = vec![addr];
+    own_addrs.extend(other_listeners);
+    let va = crate::acme::va::Validator::new(crate::acme::va::VaConfig {
+        http_port: cfg.http_port,
+        tls_port: cfg.tls_port,
+        dns_resolver: cfg.dns_resolver,
+        allow_loopback: cfg.allow_loopback,
+        allowed_cidrs: cfg.allowed_cidrs.clone(),
+        denied_cidrs: cfg.denied_cidrs.clone(),
+        own_addrs,
+        timeout: std::time::Duration::from_secs(cfg.validation_timeout_secs.max(1)),
+    })
+    .map_err(|e| AppError::Config(format!("[acme] validation: {e}")))?;
+    let acme = crate::acme::Acme::new(app.clone(), cfg.clone(), base.clone(), va)?;
+    let tls = crate::acme::tls::tls_config(app, cfg, addr, rx.clone()).await?;
+    let router = crate::acme::router(acme.clone());
+    tasks.push(tokio::spawn(crate::acme::tls::serve(listener, tls, router, rx.clone())));
+    tracing::info!(%addr, directory = %format!("{base}/acme/directory"), "ACME listening");
+    if cfg.allow_loopback {
+        tracing::warn!("ACME validation may dial loopback addresses (--acme-allow-loopback): for tests and local use only");
+    }
+    Ok((addr, acme))
 }
 
 /// Resolves on SIGTERM or ctrl-c.

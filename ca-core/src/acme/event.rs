@@ -133,6 +133,8 @@ pub struct AuthorizationValidated {
     pub challenge_type: String,
     pub address: Option<String>,
     pub validated_at: UnixSeconds,
+    /// Valid (and reusable) until then.
+    pub expires: UnixSeconds,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

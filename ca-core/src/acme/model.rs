@@ -227,6 +227,7 @@ pub fn fold_authz<'a>(id: &str, events: impl IntoIterator<Item = &'a Event>) -> 
                 a.state = AuthzState::Processing { challenge: c.challenge_type.clone() };
             }
             (Event::AuthorizationValidated(v), Some(a)) if is_open(&a.state) => {
+                a.expires = v.expires;
                 a.state = AuthzState::Valid {
                     challenge: v.challenge_type.clone(),
                     address: v.address.clone(),
@@ -492,6 +493,7 @@ mod tests {
             challenge_type: "http-01".into(),
             address: None,
             validated_at: 20,
+            expires: 1000,
         })
     }
 

@@ -17,6 +17,8 @@ pub struct Server {
     child: Child,
     pub grpc: String,
     pub http: String,
+    /// The ACME listener's address (`IP:PORT`).
+    pub acme: String,
     pub dir: PathBuf,
 }
 
@@ -34,7 +36,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(dir)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--acme-addr", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -66,6 +68,7 @@ impl Server {
         Server {
             grpc: format!("http://{}", field("grpc=")),
             http: field("http="),
+            acme: field("acme="),
             child,
             dir: dir.to_path_buf(),
         }

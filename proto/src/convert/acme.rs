@@ -185,6 +185,7 @@ impl From<&dom::AuthorizationValidated> for v1::AuthorizationValidated {
             challenge_type: a.challenge_type.clone(),
             address: a.address.clone().unwrap_or_default(),
             validated_at_unix: a.validated_at,
+            expires_unix: a.expires,
         }
     }
 }
@@ -197,6 +198,7 @@ impl TryFrom<v1::AuthorizationValidated> for dom::AuthorizationValidated {
             challenge_type: a.challenge_type,
             address: opt_string(a.address),
             validated_at: a.validated_at_unix,
+            expires: a.expires_unix,
         })
     }
 }

@@ -592,6 +592,7 @@ mod tests {
                 challenge_type: "http-01".into(),
                 address: Some("127.0.0.1:80".into()),
                 validated_at: 9,
+                expires: 99,
             }),
             Event::AuthorizationInvalidated(dom::AuthorizationInvalidated {
                 authz_id: "z2".into(),

@@ -1,0 +1,70 @@
+//! The one issuance path, shared by gRPC `SignCsr` and ACME finalize: sign on the signing
+//! pool, append `CertificateIssued` (plus any events that must land with it, in the same
+//! group commit) and answer only once that append is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ca_core::event::{CertificateIssued, Event};
+use ca_core::issue::Authority;
+
+use crate::app::App;
+use crate::error::AppError;
+
+impl App {
+    /// Run `sign` on a signing thread; then `then` (still on that thread) gives the events
+    /// to record with the certificate and the answer to return. The answer is released by
+    /// the log writer once the batch is durable; a full signing queue is `Busy` at once.
+    ///
+    /// On the hot path the tokio task queues one job and waits once: the signing thread
+    /// signs and builds the answer, the writer answers.
+    pub async fn issue_with<R: Send + 'static>(
+        self: &Arc<Self>,
+        sign: impl FnOnce(&Authority) -> Result<CertificateIssued, AppError> + Send + 'static,
+        then: impl FnOnce(&CertificateIssued) -> (Vec<Event>, R) + Send + 'static,
+    ) -> Result<R, AppError> {
+        let app = Arc::clone(self);
+        let started = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<R, AppError>>();
+        let job = move || {
+            let issued = match sign(&app.authority) {
+                Ok(issued) => issued,
+                Err(e) => {
+                    app.metrics.sign_rejected.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let (extra, answer) = then(&issued);
+            let mut events = Vec::with_capacity(1 + extra.len());
+            events.push(Event::CertificateIssued(issued));
+            events.extend(extra);
+            // The callback runs on the log writer; it holds the metrics, not the App, so
+            // the writer never drops the last handle to its own store.
+            let metrics = Arc::clone(&app.metrics);
+            app.store.append_then(events, move |r| {
+                let out = match r {
+                    Ok(_) => {
+                        metrics.issued.fetch_add(1, Ordering::Relaxed);
+                        metrics.sign_latency.observe(started.elapsed());
+                        Ok(answer)
+                    }
+                    Err(e) => {
+                        metrics.sign_failed.fetch_add(1, Ordering::Relaxed);
+                        Err(e.into())
+                    }
+                };
+                // A gone receiver is a caller that stopped waiting; the record stands.
+                let _ = reply.send(out);
+            });
+        };
+        if let Err(e) = self.pool.submit(job) {
+            if matches!(e, AppError::Busy(_)) {
+                self.metrics.sign_busy.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+        answer.await.map_err(|_| AppError::ShuttingDown)?
+    }
+}
