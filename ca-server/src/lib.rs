@@ -1,5 +1,6 @@
 //! The CA service. `main.rs` is a thin shell over this library so tests can reuse it.
 
+pub mod acme;
 pub mod app;
 pub mod cli;
 pub mod client;
