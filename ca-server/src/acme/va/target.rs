@@ -99,10 +99,10 @@ impl Policy {
         if self.is_own(ip, addr.port()) {
             return refuse("it is one of the CA's own listeners");
         }
-        if let Some(why) = special(ip) {
-            if !(why == "loopback" && self.allow_loopback) {
-                return refuse(&format!("{why} address"));
-            }
+        if let Some(why) = special(ip)
+            && !(why == "loopback" && self.allow_loopback)
+        {
+            return refuse(&format!("{why} address"));
         }
         if self.denied.iter().any(|c| c.contains(ip)) {
             return refuse("inside denied_cidrs");

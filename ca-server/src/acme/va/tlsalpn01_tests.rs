@@ -61,13 +61,25 @@ async fn tls_server(
     alpn: &[&[u8]],
     http_body: Option<&'static str>,
 ) -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    tls_server_with(chain, key, rustls::DEFAULT_VERSIONS, alpn, http_body).await
+}
+
+/// [`tls_server`] with the protocol versions chosen, and `key` free to differ from the one
+/// the certificate names.
+async fn tls_server_with(
+    chain: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+    http_body: Option<&'static str>,
+) -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // not with_single_cert: it runs webpki over the certificate, which refuses the critical
-    // acmeIdentifier extension it does not know
+    // acmeIdentifier extension it does not know (and it would refuse a mismatched key)
     let signer = provider.key_provider.load_private_key(key).expect("signing key");
     let certified = Arc::new(CertifiedKey::new(vec![chain], signer));
     let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Fixed(certified)));
@@ -183,6 +195,34 @@ async fn tlsalpn01_loopback_refused_without_allow() {
         va.validate(ChallengeKind::TlsAlpn01, &Identifier::Ip(loopback()), "tokTLS", KA).await.unwrap_err();
     assert!(matches!(e, VaError::Unauthorized(_)), "{e:?}");
     assert!(snis.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tlsalpn01_over_tls12_is_accepted() {
+    // TLS 1.2 takes the other signature path of the verifier
+    let (chain, key) = challenge_cert(SanType::IpAddress(loopback()), KA);
+    let (addr, _) = tls_server_with(chain, key, &[&rustls::version::TLS12], &[ACME_TLS_ALPN], None).await;
+    let va = validator(|c| c.tls_port = addr.port());
+    va.validate(ChallengeKind::TlsAlpn01, &Identifier::Ip(loopback()), "tokTLS", KA)
+        .await
+        .expect("valid over TLS 1.2");
+}
+
+#[tokio::test]
+async fn tlsalpn01_handshake_signed_by_another_key_is_tls_error() {
+    // the right certificate, but the server does not hold its key: chain checks are off, the
+    // handshake signature check is not
+    let (chain, _) = challenge_cert(SanType::IpAddress(loopback()), KA);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (_, other_key) = challenge_cert(SanType::IpAddress(loopback()), KA);
+        let (addr, _) = tls_server_with(chain.clone(), other_key, &[version], &[ACME_TLS_ALPN], None).await;
+        let va = validator(|c| c.tls_port = addr.port());
+        let e = va
+            .validate(ChallengeKind::TlsAlpn01, &Identifier::Ip(loopback()), "tokTLS", KA)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, VaError::Tls(ref m) if m.contains("BadSignature")), "{version:?}: {e:?}");
+    }
 }
 
 #[test]
