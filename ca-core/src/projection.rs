@@ -16,14 +16,20 @@ use crate::{Error, Serial, UnixSeconds};
 pub enum IndexEvent {
     /// The CA lives in its record; projections keep its seq.
     CaInitialized,
-    CertificateIssued { serial: Serial, not_after: UnixSeconds },
+    CertificateIssued {
+        serial: Serial,
+        not_after: UnixSeconds,
+    },
     CertificateRevoked {
         serial: Serial,
         reason: RevocationReason,
         revoked_at: UnixSeconds,
         invalidity_date: Option<UnixSeconds>,
     },
-    CrlPublished { number: u64, delta_base: Option<u64> },
+    CrlPublished {
+        number: u64,
+        delta_base: Option<u64>,
+    },
     /// An ACME event: the objects it belongs to.
     Acme(Vec<AcmeKey>),
 }

@@ -127,5 +127,11 @@ fn kind_name(k: &event::Kind) -> &'static str {
         event::Kind::AuthorizationValidated(_) => "authorization_validated",
         event::Kind::AuthorizationInvalidated(_) => "authorization_invalidated",
         event::Kind::OrderFinalized(_) => "order_finalized",
+        event::Kind::AccountUpdated(_) => "account_updated",
+        event::Kind::ChallengeStarted(_) => "challenge_started",
+        event::Kind::AuthorizationDeactivated(_) => "authorization_deactivated",
+        event::Kind::EabKeyCreated(_) => "eab_key_created",
+        event::Kind::EabKeyRevoked(_) => "eab_key_revoked",
+        event::Kind::RenewalWindowSet(_) => "renewal_window_set",
     }
 }

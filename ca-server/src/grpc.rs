@@ -89,7 +89,12 @@ impl CaService {
         let revoked_at_unix = self
             .app
             .revoke(
-                crate::revoke::RevokeRequest { serial: &serial, reason, invalidity_date, requester: &requester },
+                crate::revoke::RevokeRequest {
+                    serial: &serial,
+                    reason,
+                    invalidity_date,
+                    requester: &requester,
+                },
                 |_| Ok(()),
             )
             .await?;

@@ -57,14 +57,11 @@ async fn ca_der(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        {
-            let mut text = app.metrics.render(&app.store, app.started.elapsed());
-            app.acme_metrics.render(&mut text);
-            text
-        },
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = app.metrics.render(&app.store, app.started.elapsed());
+        app.acme_metrics.render(&mut text);
+        text
+    })
 }
 
 /// Which CRL a route serves, and in which form.

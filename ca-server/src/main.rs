@@ -58,7 +58,10 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
                 let running = server::start(config).await?;
                 // Scripts and tests read this line to learn the bound ports.
                 match running.acme_addr {
-                    Some(a) => println!("ca-server ready grpc={} http={} acme={a}", running.grpc_addr, running.http_addr),
+                    Some(a) => println!(
+                        "ca-server ready grpc={} http={} acme={a}",
+                        running.grpc_addr, running.http_addr
+                    ),
                     None => println!("ca-server ready grpc={} http={}", running.grpc_addr, running.http_addr),
                 }
                 server::shutdown_signal().await;

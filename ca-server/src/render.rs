@@ -37,7 +37,77 @@ pub fn event_json(e: &Event) -> Value {
             "next_update": c.next_update,
             "delta_base": c.delta_base,
         }),
-        other => json!({ "kind": other.kind() }),
+        Event::AccountRegistered(a) => json!({
+            "kind": e.kind(),
+            "account": a.account_id,
+            "thumbprint": a.thumbprint,
+            "contact": a.contact,
+            "terms_of_service_agreed": a.terms_of_service_agreed,
+            "eab_kid": a.eab_kid,
+            "created_at": a.created_at,
+        }),
+        Event::AccountUpdated(a) => {
+            json!({ "kind": e.kind(), "account": a.account_id, "contact": a.contact })
+        }
+        Event::AccountKeyChanged(a) => json!({
+            "kind": e.kind(),
+            "account": a.account_id,
+            "old_thumbprint": a.old_thumbprint,
+            "new_thumbprint": a.new_thumbprint,
+        }),
+        Event::AccountDeactivated(a) => json!({ "kind": e.kind(), "account": a.account_id }),
+        Event::OrderCreated(o) => json!({
+            "kind": e.kind(),
+            "order": o.order_id,
+            "account": o.account_id,
+            "identifiers": o.identifiers.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            "authorizations": o.authz_ids,
+            "new_authorizations": o.new_authorizations.iter().map(|a| a.authz_id.clone()).collect::<Vec<_>>(),
+            "expires": o.expires,
+            "not_before": o.not_before,
+            "not_after": o.not_after,
+            "profile": o.profile,
+            "replaces": o.replaces.as_ref().map(|s| s.to_hex()),
+        }),
+        Event::ChallengeStarted(c) => {
+            json!({ "kind": e.kind(), "authz": c.authz_id, "challenge": c.challenge_type })
+        }
+        Event::AuthorizationValidated(a) => json!({
+            "kind": e.kind(),
+            "authz": a.authz_id,
+            "challenge": a.challenge_type,
+            "address": a.address,
+            "validated_at": a.validated_at,
+            "expires": a.expires,
+        }),
+        Event::AuthorizationInvalidated(a) => json!({
+            "kind": e.kind(),
+            "authz": a.authz_id,
+            "challenge": a.challenge_type,
+            "error": a.error_type,
+            "detail": a.detail,
+        }),
+        Event::AuthorizationDeactivated(a) => json!({ "kind": e.kind(), "authz": a.authz_id }),
+        Event::OrderFinalized(o) => {
+            json!({ "kind": e.kind(), "order": o.order_id, "serial": o.serial.to_hex() })
+        }
+        Event::EabKeyCreated(k) => json!({
+            "kind": e.kind(),
+            "kid": k.kid,
+            "name": k.name,
+            "allowed_dns": k.allowed_dns,
+            "allowed_ips": k.allowed_ips,
+            "profiles": k.profiles,
+            "created_at": k.created_at,
+        }),
+        Event::EabKeyRevoked(k) => json!({ "kind": e.kind(), "kid": k.kid }),
+        Event::RenewalWindowSet(r) => json!({
+            "kind": e.kind(),
+            "serial": r.serial.to_hex(),
+            "start": r.start,
+            "end": r.end,
+            "requester": r.requester,
+        }),
     }
 }
 

@@ -178,7 +178,9 @@ async fn start_acme(
     tasks.push(tokio::spawn(crate::acme::tls::serve(listener, tls, router, rx.clone())));
     tracing::info!(%addr, directory = %format!("{base}/acme/directory"), "ACME listening");
     if cfg.allow_loopback {
-        tracing::warn!("ACME validation may dial loopback addresses (--acme-allow-loopback): for tests and local use only");
+        tracing::warn!(
+            "ACME validation may dial loopback addresses (--acme-allow-loopback): for tests and local use only"
+        );
     }
     Ok((addr, acme))
 }

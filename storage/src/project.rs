@@ -142,14 +142,12 @@ impl ProjBatch {
     /// more than the trees hold. `before` is the state the batch started from (only the
     /// counters that changed are written).
     pub(crate) fn commit(self, trees: &Trees, before: &ProjState, st: &ProjState) -> Result<(), StoreError> {
-        for (tree, writes) in
-            [
-                (&trees.certs, self.certs),
-                (&trees.revoked, self.revoked),
-                (&trees.expiry, self.expiry),
-                (&trees.acme, self.acme),
-            ]
-        {
+        for (tree, writes) in [
+            (&trees.certs, self.certs),
+            (&trees.revoked, self.revoked),
+            (&trees.expiry, self.expiry),
+            (&trees.acme, self.acme),
+        ] {
             for (k, v) in writes {
                 tree.insert(k, v)?;
             }

@@ -20,8 +20,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use ca_core::Serial;
-use ca_core::projection::{CertEntry, RevokedEntry};
 use ca_core::projection::IndexEvent;
+use ca_core::projection::{CertEntry, RevokedEntry};
 
 use crate::project::{ProjState, Trees};
 use crate::{StoreError, codec};

@@ -88,17 +88,19 @@ fn event() -> impl Strategy<Value = Event> {
                 imported,
             })
         }),
-        (text(), text(), proptest::collection::vec(text(), 0..2)).prop_map(|(account_id, thumbprint, contact)| {
-            Event::AccountRegistered(ca_core::event::AccountRegistered {
-                account_id,
-                jwk_json: b"{}".to_vec(),
-                thumbprint,
-                contact,
-                terms_of_service_agreed: false,
-                eab_kid: None,
-                created_at: 0,
-            })
-        }),
+        (text(), text(), proptest::collection::vec(text(), 0..2)).prop_map(
+            |(account_id, thumbprint, contact)| {
+                Event::AccountRegistered(ca_core::event::AccountRegistered {
+                    account_id,
+                    jwk_json: b"{}".to_vec(),
+                    thumbprint,
+                    contact,
+                    terms_of_service_agreed: false,
+                    eab_kid: None,
+                    created_at: 0,
+                })
+            }
+        ),
         (text(), serial()).prop_map(|(order_id, serial)| {
             Event::OrderFinalized(ca_core::event::OrderFinalized { order_id, serial })
         }),

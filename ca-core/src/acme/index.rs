@@ -102,7 +102,8 @@ pub fn keys_of(event: &Event) -> Vec<AcmeKey> {
         ],
         Event::AccountDeactivated(a) => vec![AcmeKey::Account(a.account_id.clone())],
         Event::OrderCreated(o) => {
-            let mut k = vec![AcmeKey::Order(o.order_id.clone()), AcmeKey::AccountOrders(o.account_id.clone())];
+            let mut k =
+                vec![AcmeKey::Order(o.order_id.clone()), AcmeKey::AccountOrders(o.account_id.clone())];
             for a in &o.new_authorizations {
                 k.push(AcmeKey::Authz(a.authz_id.clone()));
                 k.push(AcmeKey::AccountIdentifier(

@@ -66,12 +66,17 @@ pub fn fold_account<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<A
 /// The account a key thumbprint is bound to now, from the events indexed under it
 /// (`AcmeKey::AccountKey`): bound by a registration or a key change to it, unbound by a
 /// key change away from it.
-pub fn account_for_thumbprint<'a>(thumbprint: &str, events: impl IntoIterator<Item = &'a Event>) -> Option<String> {
+pub fn account_for_thumbprint<'a>(
+    thumbprint: &str,
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Option<String> {
     let mut bound = None;
     for e in events {
         match e {
             Event::AccountRegistered(r) if r.thumbprint == thumbprint => bound = Some(r.account_id.clone()),
-            Event::AccountKeyChanged(k) if k.new_thumbprint == thumbprint => bound = Some(k.account_id.clone()),
+            Event::AccountKeyChanged(k) if k.new_thumbprint == thumbprint => {
+                bound = Some(k.account_id.clone())
+            }
             Event::AccountKeyChanged(k) if k.old_thumbprint == thumbprint => bound = None,
             _ => {}
         }
@@ -97,7 +102,9 @@ impl ChallengeType {
     }
 
     pub fn parse(s: &str) -> Option<ChallengeType> {
-        [ChallengeType::Http01, ChallengeType::Dns01, ChallengeType::TlsAlpn01].into_iter().find(|c| c.as_str() == s)
+        [ChallengeType::Http01, ChallengeType::Dns01, ChallengeType::TlsAlpn01]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 }
 
@@ -106,9 +113,20 @@ impl ChallengeType {
 pub enum AuthzState {
     Pending,
     /// A client asked for this challenge; the validation runs (or must be resumed).
-    Processing { challenge: String },
-    Valid { challenge: String, address: Option<String>, at: UnixSeconds },
-    Invalid { challenge: String, problem: Problem, detail: String, at: UnixSeconds },
+    Processing {
+        challenge: String,
+    },
+    Valid {
+        challenge: String,
+        address: Option<String>,
+        at: UnixSeconds,
+    },
+    Invalid {
+        challenge: String,
+        problem: Problem,
+        detail: String,
+        at: UnixSeconds,
+    },
     Deactivated,
 }
 
@@ -180,7 +198,8 @@ impl Authz {
     /// when nothing changes (already processing or decided: RFC 8555 7.5.1 answers with
     /// the challenge as it stands).
     pub fn decide_start(&self, challenge: &str, now: UnixSeconds) -> Result<Option<Event>, Error> {
-        let Some(kind) = ChallengeType::parse(challenge).filter(|c| self.challenge_types().contains(c)) else {
+        let Some(kind) = ChallengeType::parse(challenge).filter(|c| self.challenge_types().contains(c))
+        else {
             return Err(Error::acme(
                 Problem::Malformed,
                 format!("challenge {challenge:?} is not offered for {}", self.identifier),
@@ -318,7 +337,11 @@ impl Order {
         {
             return OrderStatus::Invalid;
         }
-        if statuses.iter().all(|s| *s == AuthzStatus::Valid) { OrderStatus::Ready } else { OrderStatus::Pending }
+        if statuses.iter().all(|s| *s == AuthzStatus::Valid) {
+            OrderStatus::Ready
+        } else {
+            OrderStatus::Pending
+        }
     }
 
     /// The problem an invalid order reports: its first invalid authorization's.
@@ -332,10 +355,16 @@ impl Order {
                     return Some((*problem, format!("{}: {detail}", a.identifier)));
                 }
                 (_, AuthzStatus::Deactivated) => {
-                    return Some((Problem::Unauthorized, format!("authorization for {} was deactivated", a.identifier)));
+                    return Some((
+                        Problem::Unauthorized,
+                        format!("authorization for {} was deactivated", a.identifier),
+                    ));
                 }
                 (_, AuthzStatus::Expired) => {
-                    return Some((Problem::Unauthorized, format!("authorization for {} expired", a.identifier)));
+                    return Some((
+                        Problem::Unauthorized,
+                        format!("authorization for {} expired", a.identifier),
+                    ));
                 }
                 _ => {}
             }
@@ -364,7 +393,9 @@ pub fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Ord
                     certificate: None,
                 })
             }
-            (Event::OrderFinalized(f), Some(o)) if o.certificate.is_none() => o.certificate = Some(f.serial.clone()),
+            (Event::OrderFinalized(f), Some(o)) if o.certificate.is_none() => {
+                o.certificate = Some(f.serial.clone())
+            }
             _ => {}
         }
     }
@@ -508,7 +539,10 @@ mod tests {
         let z2v = fold_authz("z2", [&c, &validated("z2")]).unwrap();
         assert_eq!(order.status(&[z1.clone(), z2v.clone()], 30), OrderStatus::Ready);
         assert_eq!(order.status(&[z1.clone(), z2v.clone()], 600), OrderStatus::Invalid, "expired order");
-        let fin = Event::OrderFinalized(OrderFinalized { order_id: "o1".into(), serial: Serial::from_bytes(&[7]).unwrap() });
+        let fin = Event::OrderFinalized(OrderFinalized {
+            order_id: "o1".into(),
+            serial: Serial::from_bytes(&[7]).unwrap(),
+        });
         let done = fold_order([&c, &fin]).unwrap();
         assert_eq!(done.status(&[z1, z2v], 600), OrderStatus::Valid);
     }
@@ -519,7 +553,10 @@ mod tests {
         let z = fold_authz("z1", [&c]).unwrap();
         assert!(z.decide_start("dns-01", 30).unwrap().is_some());
         assert!(z.decide_start("bogus-01", 30).is_err());
-        let started = Event::ChallengeStarted(ChallengeStarted { authz_id: "z1".into(), challenge_type: "http-01".into() });
+        let started = Event::ChallengeStarted(ChallengeStarted {
+            authz_id: "z1".into(),
+            challenge_type: "http-01".into(),
+        });
         let z = fold_authz("z1", [&c, &started]).unwrap();
         assert_eq!(z.processing(), Some("http-01"));
         assert!(z.decide_start("http-01", 30).unwrap().is_none());

@@ -96,6 +96,18 @@ const ALL: [Problem; 23] = [
     Problem::UnsupportedIdentifier,
 ];
 
+impl From<crate::acme::jws::JwsError> for crate::Error {
+    fn from(e: crate::acme::jws::JwsError) -> Self {
+        use crate::acme::jws::JwsError;
+        let problem = match &e {
+            JwsError::Malformed(_) | JwsError::BadSignature => Problem::Malformed,
+            JwsError::BadSignatureAlgorithm { .. } => Problem::BadSignatureAlgorithm,
+            JwsError::BadPublicKey(_) => Problem::BadPublicKey,
+        };
+        crate::Error::acme(problem, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,17 +118,5 @@ mod tests {
             assert_eq!(Problem::from_urn(&p.urn()), Some(p));
         }
         assert_eq!(Problem::from_urn("urn:ietf:params:acme:error:nope"), None);
-    }
-}
-
-impl From<crate::acme::jws::JwsError> for crate::Error {
-    fn from(e: crate::acme::jws::JwsError) -> Self {
-        use crate::acme::jws::JwsError;
-        let problem = match &e {
-            JwsError::Malformed(_) | JwsError::BadSignature => Problem::Malformed,
-            JwsError::BadSignatureAlgorithm { .. } => Problem::BadSignatureAlgorithm,
-            JwsError::BadPublicKey(_) => Problem::BadPublicKey,
-        };
-        crate::Error::acme(problem, e.to_string())
     }
 }

@@ -16,8 +16,8 @@ use ca_core::acme::{EabBinding, Jwk, Jws};
 use ca_core::event::{AccountDeactivated, AccountKeyChanged, AccountRegistered, AccountUpdated};
 use serde_json::{Value, json};
 
-use crate::acme::plumbing::{AcmeError, AcmeResult, KeyRule, json_response, with_link, with_location};
 use crate::acme::Acme;
+use crate::acme::plumbing::{AcmeError, AcmeResult, KeyRule, json_response, with_link, with_location};
 use crate::app::now_unix;
 
 /// Orders per page of the orders list.
@@ -45,10 +45,13 @@ impl Acme {
 /// RFC 8555 7.3: contacts are `mailto:` URLs with one address, no hfields.
 fn check_contacts(v: &Value) -> AcmeResult<Vec<String>> {
     let Some(v) = v.get("contact") else { return Ok(vec![]) };
-    let list = v.as_array().ok_or_else(|| AcmeError::new(Problem::Malformed, "contact must be an array of URLs"))?;
+    let list =
+        v.as_array().ok_or_else(|| AcmeError::new(Problem::Malformed, "contact must be an array of URLs"))?;
     let mut out = Vec::with_capacity(list.len());
     for c in list {
-        let s = c.as_str().ok_or_else(|| AcmeError::new(Problem::Malformed, "contact entries must be strings"))?;
+        let s = c
+            .as_str()
+            .ok_or_else(|| AcmeError::new(Problem::Malformed, "contact entries must be strings"))?;
         let Some(addr) = s.strip_prefix("mailto:") else {
             return Err(AcmeError::new(
                 Problem::UnsupportedContact,
@@ -56,7 +59,10 @@ fn check_contacts(v: &Value) -> AcmeResult<Vec<String>> {
             ));
         };
         if addr.contains(',') || addr.contains('?') || !addr.contains('@') || addr.len() > 254 {
-            return Err(AcmeError::new(Problem::InvalidContact, format!("contact {s:?} is not one email address")));
+            return Err(AcmeError::new(
+                Problem::InvalidContact,
+                format!("contact {s:?} is not one email address"),
+            ));
         }
         out.push(s.to_string());
     }
@@ -82,7 +88,10 @@ pub async fn new_account(State(acme): State<Arc<Acme>>, headers: HeaderMap, body
     if acme.cfg.terms_of_service.is_some()
         && payload.get("termsOfServiceAgreed").and_then(Value::as_bool) != Some(true)
     {
-        return Err(AcmeError::new(Problem::Malformed, "the terms of service must be agreed to (termsOfServiceAgreed)"));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            "the terms of service must be agreed to (termsOfServiceAgreed)",
+        ));
     }
     let eab_kid = match payload.get("externalAccountBinding") {
         Some(b) => Some(acme.check_eab(b, &signed.key)?),
@@ -94,13 +103,17 @@ pub async fn new_account(State(acme): State<Arc<Acme>>, headers: HeaderMap, body
         }
         None => None,
     };
-    let jwk_json = serde_json::to_vec(&signed.key.to_json()).map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
+    let jwk_json = serde_json::to_vec(&signed.key.to_json())
+        .map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
     let reg = AccountRegistered {
         account_id: acme.new_id(),
         jwk_json,
         thumbprint,
         contact,
-        terms_of_service_agreed: payload.get("termsOfServiceAgreed").and_then(Value::as_bool).unwrap_or(false),
+        terms_of_service_agreed: payload
+            .get("termsOfServiceAgreed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         eab_kid,
         created_at: now_unix(),
     };
@@ -116,10 +129,9 @@ impl Acme {
     /// Check an EAB binding against a live key; returns its kid.
     fn check_eab(&self, binding: &Value, account_key: &Jwk) -> AcmeResult<String> {
         let b = EabBinding::parse(binding)?;
-        let key = self
-            .eab_key(&b.kid)?
-            .filter(|k| !k.revoked)
-            .ok_or_else(|| AcmeError::new(Problem::Unauthorized, format!("EAB key {:?} is unknown or revoked", b.kid)))?;
+        let key = self.eab_key(&b.kid)?.filter(|k| !k.revoked).ok_or_else(|| {
+            AcmeError::new(Problem::Unauthorized, format!("EAB key {:?} is unknown or revoked", b.kid))
+        })?;
         let secret = self.eab.secret(&key.kid).map_err(|e| {
             tracing::error!(kid = %key.kid, error = %e, "EAB secret unreadable");
             AcmeError::new(Problem::ServerInternal, "EAB key secret unavailable; see server logs")
@@ -150,20 +162,29 @@ pub async fn account(
     let _guard = acme.lock(&acct.thumbprint).await;
     let mut events = vec![];
     if payload.get("contact").is_some() {
-        events.push(Event::AccountUpdated(AccountUpdated { account_id: id.clone(), contact: check_contacts(&payload)? }));
+        events.push(Event::AccountUpdated(AccountUpdated {
+            account_id: id.clone(),
+            contact: check_contacts(&payload)?,
+        }));
     }
     match payload.get("status").and_then(Value::as_str) {
         None => {}
-        Some("deactivated") => events.push(Event::AccountDeactivated(AccountDeactivated { account_id: id.clone() })),
+        Some("deactivated") => {
+            events.push(Event::AccountDeactivated(AccountDeactivated { account_id: id.clone() }))
+        }
         Some(s) => {
-            return Err(AcmeError::new(Problem::Malformed, format!("account status may only be set to deactivated, not {s:?}")));
+            return Err(AcmeError::new(
+                Problem::Malformed,
+                format!("account status may only be set to deactivated, not {s:?}"),
+            ));
         }
     }
     if !events.is_empty() {
         acme.record(events).await?;
         tracing::info!(account = %id, "ACME account updated");
     }
-    let acct = acme.account(&id)?.ok_or_else(|| AcmeError::new(Problem::AccountDoesNotExist, "account vanished"))?;
+    let acct =
+        acme.account(&id)?.ok_or_else(|| AcmeError::new(Problem::AccountDoesNotExist, "account vanished"))?;
     Ok(acme.account_response(StatusCode::OK, &acct))
 }
 
@@ -213,24 +234,30 @@ pub async fn key_change(State(acme): State<Arc<Acme>>, headers: HeaderMap, body:
     let acct = signed.account()?.clone();
     let inner_bytes = signed.jws.payload.clone();
     let inner = Jws::parse(&inner_bytes)?;
-    let new_key = inner
-        .protected
-        .jwk
-        .clone()
-        .ok_or_else(|| AcmeError::new(Problem::Malformed, "the inner keyChange JWS must carry the new key as jwk"))?;
+    let new_key = inner.protected.jwk.clone().ok_or_else(|| {
+        AcmeError::new(Problem::Malformed, "the inner keyChange JWS must carry the new key as jwk")
+    })?;
     if inner.protected.nonce.is_some() {
         return Err(AcmeError::new(Problem::Malformed, "the inner keyChange JWS must not have a nonce"));
     }
     if inner.protected.url != signed.jws.protected.url {
-        return Err(AcmeError::new(Problem::Malformed, "the inner keyChange JWS url differs from the outer one"));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            "the inner keyChange JWS url differs from the outer one",
+        ));
     }
     inner.verify(&new_key)?;
     let p = inner.payload_json()?;
     let acct_url = acme.url(&format!("acct/{}", acct.id));
     if p.get("account").and_then(Value::as_str) != Some(acct_url.as_str()) {
-        return Err(AcmeError::new(Problem::Malformed, "keyChange payload account does not match the signing account"));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            "keyChange payload account does not match the signing account",
+        ));
     }
-    let old = p.get("oldKey").ok_or_else(|| AcmeError::new(Problem::Malformed, "keyChange payload lacks oldKey"))?;
+    let old = p
+        .get("oldKey")
+        .ok_or_else(|| AcmeError::new(Problem::Malformed, "keyChange payload lacks oldKey"))?;
     if Jwk::from_json(old)? != signed.key {
         return Err(AcmeError::new(Problem::Malformed, "keyChange oldKey is not the account's current key"));
     }
@@ -239,12 +266,16 @@ pub async fn key_change(State(acme): State<Arc<Acme>>, headers: HeaderMap, body:
     if let Some(other) = acme.account_by_thumbprint(&new_tp)? {
         let err = AcmeError::new(Problem::Malformed, "the new key is already in use by an account")
             .with_status(StatusCode::CONFLICT);
-        return Err(AcmeError { detail: format!("{} ({})", err.detail, acme.url(&format!("acct/{}", other.id))), ..err });
+        return Err(AcmeError {
+            detail: format!("{} ({})", err.detail, acme.url(&format!("acct/{}", other.id))),
+            ..err
+        });
     }
     if acct.status != AccountStatus::Valid {
         return Err(AcmeError::new(Problem::Unauthorized, "account is not valid"));
     }
-    let jwk_json = serde_json::to_vec(&new_key.to_json()).map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
+    let jwk_json = serde_json::to_vec(&new_key.to_json())
+        .map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
     acme.record(vec![Event::AccountKeyChanged(AccountKeyChanged {
         account_id: acct.id.clone(),
         jwk_json,
@@ -253,6 +284,8 @@ pub async fn key_change(State(acme): State<Arc<Acme>>, headers: HeaderMap, body:
     })])
     .await?;
     tracing::info!(account = %acct.id, "ACME account key changed");
-    let acct = acme.account(&acct.id)?.ok_or_else(|| AcmeError::new(Problem::AccountDoesNotExist, "account vanished"))?;
+    let acct = acme
+        .account(&acct.id)?
+        .ok_or_else(|| AcmeError::new(Problem::AccountDoesNotExist, "account vanished"))?;
     Ok(acme.account_response(StatusCode::OK, &acct))
 }

@@ -42,7 +42,9 @@ pub fn cert_id_for(acme: &Acme, serial: &Serial) -> Option<String> {
 
 /// Parse a certID of this CA into the serial (with or without a leading zero byte: acme.sh pads).
 fn parse_cert_id(acme: &Acme, id: &str) -> AcmeResult<Serial> {
-    let (k, s) = id.split_once('.').ok_or_else(|| AcmeError::new(Problem::Malformed, "certID must be keyIdentifier.serial"))?;
+    let (k, s) = id
+        .split_once('.')
+        .ok_or_else(|| AcmeError::new(Problem::Malformed, "certID must be keyIdentifier.serial"))?;
     let kid = b64u_decode(k)?;
     if Some(kid) != issuer_key_id(acme) {
         return Err(AcmeError::not_found("certID names another issuer"));
@@ -51,12 +53,20 @@ fn parse_cert_id(acme: &Acme, id: &str) -> AcmeResult<Serial> {
     while serial.len() > 1 && serial[0] == 0 {
         serial.remove(0);
     }
-    Serial::from_bytes(&serial).map_err(|_| AcmeError::new(Problem::Malformed, "certID serial is not a valid serial"))
+    Serial::from_bytes(&serial)
+        .map_err(|_| AcmeError::new(Problem::Malformed, "certID serial is not a valid serial"))
 }
 
-pub async fn renewal_info(State(acme): State<Arc<Acme>>, Path(cert_id): Path<String>) -> AcmeResult<Response> {
+pub async fn renewal_info(
+    State(acme): State<Arc<Acme>>,
+    Path(cert_id): Path<String>,
+) -> AcmeResult<Response> {
     let serial = parse_cert_id(&acme, &cert_id)?;
-    let rec = acme.app.store.cert(&serial)?.ok_or_else(|| AcmeError::not_found(format!("no certificate {cert_id}")))?;
+    let rec = acme
+        .app
+        .store
+        .cert(&serial)?
+        .ok_or_else(|| AcmeError::not_found(format!("no certificate {cert_id}")))?;
     let ari = model::fold_cert_ari(&acme.events_of(&AcmeKey::Cert(serial.clone()))?);
     let (start, end) = model::suggested_window(
         rec.issued.not_before,
@@ -71,17 +81,28 @@ pub async fn renewal_info(State(acme): State<Arc<Acme>>, Path(cert_id): Path<Str
 
 /// `replaces` in newOrder: a certificate of this account, sharing an identifier with the
 /// order. (Whether it was already replaced is checked under the account's lock.)
-pub fn check_replaces(acme: &Acme, acct: &Account, cert_id: &str, idents: &[Identifier]) -> AcmeResult<Serial> {
-    let serial = parse_cert_id(acme, cert_id).map_err(|e| AcmeError::new(Problem::Malformed, format!("replaces: {}", e.detail)))?;
+pub fn check_replaces(
+    acme: &Acme,
+    acct: &Account,
+    cert_id: &str,
+    idents: &[Identifier],
+) -> AcmeResult<Serial> {
+    let serial = parse_cert_id(acme, cert_id)
+        .map_err(|e| AcmeError::new(Problem::Malformed, format!("replaces: {}", e.detail)))?;
     let rec = acme
         .app
         .store
         .cert(&serial)?
         .filter(|r| r.issued.requester == requester(&acct.id))
-        .ok_or_else(|| AcmeError::new(Problem::Malformed, format!("replaces: no certificate {cert_id} of this account")))?;
+        .ok_or_else(|| {
+            AcmeError::new(Problem::Malformed, format!("replaces: no certificate {cert_id} of this account"))
+        })?;
     let names: Vec<String> = idents.iter().map(|i| i.value()).collect();
     if !rec.issued.names.iter().any(|n| names.contains(n)) {
-        return Err(AcmeError::new(Problem::Malformed, "replaces: the order shares no identifier with that certificate"));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            "replaces: the order shares no identifier with that certificate",
+        ));
     }
     Ok(serial)
 }

@@ -32,7 +32,9 @@ impl Acme {
             "token": a.token,
         });
         match &a.state {
-            AuthzState::Valid { challenge, at, .. } if challenge == name => v["validated"] = json!(rfc3339(*at)),
+            AuthzState::Valid { challenge, at, .. } if challenge == name => {
+                v["validated"] = json!(rfc3339(*at))
+            }
             AuthzState::Invalid { challenge, problem, detail, .. } if challenge == name => {
                 v["error"] = json!({"type": problem.urn(), "detail": detail, "status": 403});
             }
@@ -69,7 +71,12 @@ impl Acme {
 }
 
 /// POST-as-GET, or `{"status":"deactivated"}` (RFC 8555 7.5.2).
-pub async fn authz(State(acme): State<Arc<Acme>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> AcmeResult {
+pub async fn authz(
+    State(acme): State<Arc<Acme>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult {
     let signed = acme.authenticate(&format!("authz/{id}"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?.clone();
     let now = now_unix();
@@ -88,7 +95,10 @@ pub async fn authz(State(acme): State<Arc<Acme>>, Path(id): Path<String>, header
             }
             None => {}
             Some(s) => {
-                return Err(AcmeError::new(Problem::Malformed, format!("authorization status may only be set to deactivated, not {s:?}")));
+                return Err(AcmeError::new(
+                    Problem::Malformed,
+                    format!("authorization status may only be set to deactivated, not {s:?}"),
+                ));
             }
         }
     } else {
@@ -108,7 +118,8 @@ pub async fn challenge(
     let signed = acme.authenticate(&format!("chall/{id}/{kind}"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?.clone();
     let now = now_unix();
-    let ctype = ChallengeType::parse(&kind).ok_or_else(|| AcmeError::not_found(format!("no challenge type {kind:?}")))?;
+    let ctype = ChallengeType::parse(&kind)
+        .ok_or_else(|| AcmeError::not_found(format!("no challenge type {kind:?}")))?;
     let mut a = acme.owned_authz(&id, &acct.id)?;
     if !a.challenge_types().contains(&ctype) {
         return Err(AcmeError::not_found(format!("challenge {kind} is not offered for {}", a.identifier)));

@@ -53,7 +53,11 @@ pub async fn certificate(
 
 /// RFC 8555 7.6: signed by the issuing account (kid) or by the certificate's own key
 /// (jwk). Reason codes as RFC 5280 defines them, except those that make no sense here.
-pub async fn revoke_cert(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: Bytes) -> AcmeResult<Response> {
+pub async fn revoke_cert(
+    State(acme): State<Arc<Acme>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult<Response> {
     let signed = acme.authenticate("revoke-cert", &headers, &body, KeyRule::Either)?;
     let p = signed.payload()?;
     let der = p
@@ -68,11 +72,13 @@ pub async fn revoke_cert(State(acme): State<Arc<Acme>>, headers: HeaderMap, body
                 AcmeError::new(Problem::BadRevocationReason, "reason must be an RFC 5280 CRLReason code")
             })?;
             match RevocationReason::from_code(code) {
-                Ok(r @ (RevocationReason::Unspecified
-                | RevocationReason::KeyCompromise
-                | RevocationReason::AffiliationChanged
-                | RevocationReason::Superseded
-                | RevocationReason::CessationOfOperation)) => r,
+                Ok(
+                    r @ (RevocationReason::Unspecified
+                    | RevocationReason::KeyCompromise
+                    | RevocationReason::AffiliationChanged
+                    | RevocationReason::Superseded
+                    | RevocationReason::CessationOfOperation),
+                ) => r,
                 _ => {
                     return Err(AcmeError::new(
                         Problem::BadRevocationReason,
@@ -95,23 +101,34 @@ pub async fn revoke_cert(State(acme): State<Arc<Acme>>, headers: HeaderMap, body
     let account = signed.account.as_ref().map(|a| a.id.clone());
     let key = signed.key.clone();
     acme.app
-        .revoke(RevokeRequest { serial: &serial, reason, invalidity_date: None, requester: &requester }, |rec| {
-            // The stored certificate must be the one presented.
-            if rec.issued.certificate_der != der {
-                return Err(AppError::NotFound("no such certificate was issued by this CA".into()));
-            }
-            let allowed = match &account {
-                Some(id) => rec.issued.requester == crate::acme::cert::requester(id),
-                None => key.matches_spki(&spki),
-            };
-            if allowed {
-                Ok(())
-            } else if by_key {
-                Err(ca_core::Error::acme(Problem::Unauthorized, "the JWS key is not this certificate's key").into())
-            } else {
-                Err(ca_core::Error::acme(Problem::Unauthorized, "this account did not request this certificate").into())
-            }
-        })
+        .revoke(
+            RevokeRequest { serial: &serial, reason, invalidity_date: None, requester: &requester },
+            |rec| {
+                // The stored certificate must be the one presented.
+                if rec.issued.certificate_der != der {
+                    return Err(AppError::NotFound("no such certificate was issued by this CA".into()));
+                }
+                let allowed = match &account {
+                    Some(id) => rec.issued.requester == crate::acme::cert::requester(id),
+                    None => key.matches_spki(&spki),
+                };
+                if allowed {
+                    Ok(())
+                } else if by_key {
+                    Err(ca_core::Error::acme(
+                        Problem::Unauthorized,
+                        "the JWS key is not this certificate's key",
+                    )
+                    .into())
+                } else {
+                    Err(ca_core::Error::acme(
+                        Problem::Unauthorized,
+                        "this account did not request this certificate",
+                    )
+                    .into())
+                }
+            },
+        )
         .await
         .map_err(|e| match e {
             AppError::NotFound(m) => AcmeError::not_found(m),

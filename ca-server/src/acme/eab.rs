@@ -83,19 +83,24 @@ impl Acme {
             };
             by_kid.entry(kid).or_default().push(e);
         }
-        Ok(by_kid.values().filter_map(|ev| model::fold_eab(ev)).collect())
+        Ok(by_kid.values().filter_map(model::fold_eab).collect())
     }
 
     /// Create a key: check its policy, keep the secret, record the key. Returns (kid, secret).
     pub async fn create_eab_key(&self, req: NewEabKey) -> Result<(String, Vec<u8>), AppError> {
         if req.name.trim().is_empty() {
-            return Err(AppError::InvalidArgument("an EAB key needs a name (the team or workload it is for)".into()));
+            return Err(AppError::InvalidArgument(
+                "an EAB key needs a name (the team or workload it is for)".into(),
+            ));
         }
         for ip in &req.allowed_ips {
             IpNet::parse(ip)?;
         }
         if !req.allowed_dns.is_empty() {
-            Policy::new(PolicyConfig { allowed_dns: req.allowed_dns.clone(), ..self.app.authority.policy().config().clone() })?;
+            Policy::new(PolicyConfig {
+                allowed_dns: req.allowed_dns.clone(),
+                ..self.app.authority.policy().config().clone()
+            })?;
         }
         if let Some(p) = req.profiles.iter().find(|p| !self.profiles.contains(p)) {
             return Err(AppError::InvalidArgument(format!(

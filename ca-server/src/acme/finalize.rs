@@ -34,7 +34,12 @@ impl Drop for Finalizing<'_> {
     }
 }
 
-pub async fn finalize(State(acme): State<Arc<Acme>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> AcmeResult {
+pub async fn finalize(
+    State(acme): State<Arc<Acme>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult {
     let signed = acme.authenticate(&format!("order/{id}/finalize"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?.clone();
     let payload = signed.payload()?;
@@ -103,22 +108,28 @@ pub async fn finalize(State(acme): State<Arc<Acme>>, Path(id): Path<String>, hea
         let show = |s: &BTreeSet<SanName>| s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
         return Err(AcmeError::new(
             Problem::BadCsr,
-            format!("the CSR names [{}] but the order is for [{}]; they must match exactly", show(&got), show(&wanted)),
+            format!(
+                "the CSR names [{}] but the order is for [{}]; they must match exactly",
+                show(&got),
+                show(&wanted)
+            ),
         ));
     }
 
     let (_, profile) = acme.app.authority.profiles().get(&order.profile)?;
     let not_before = order.not_before.unwrap_or(now - BACKDATE_SECS);
-    let not_after = order
-        .not_after
-        .unwrap_or_else(|| not_before.max(now) + i64::try_from(profile.default_validity_secs).unwrap_or(i64::MAX / 2));
+    let not_after = order.not_after.unwrap_or_else(|| {
+        not_before.max(now) + i64::try_from(profile.default_validity_secs).unwrap_or(i64::MAX / 2)
+    });
     let requester = format!("acme:{}", acct.id);
     let profile_name = order.profile.clone();
     let order_id = order.id.clone();
     let serial = acme
         .app
         .issue_with(
-            move |authority| Ok(authority.sign_checked_window(&csr, &profile_name, not_before, not_after, &requester)?),
+            move |authority| {
+                Ok(authority.sign_checked_window(&csr, &profile_name, not_before, not_after, &requester)?)
+            },
             move |issued| {
                 let fin = Event::OrderFinalized(OrderFinalized { order_id, serial: issued.serial.clone() });
                 (vec![fin], issued.serial.clone())

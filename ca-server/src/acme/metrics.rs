@@ -7,10 +7,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// (resource, HTTP status) -> (requests, total seconds).
+type RequestCounts = BTreeMap<(&'static str, u16), (u64, f64)>;
+
 #[derive(Default)]
 pub struct AcmeMetrics {
-    /// (resource, status) -> (count, total seconds)
-    requests: Mutex<BTreeMap<(&'static str, u16), (u64, f64)>>,
+    requests: Mutex<RequestCounts>,
     /// (challenge type, outcome) -> count
     validations: Mutex<BTreeMap<(String, &'static str), u64>>,
     pub orders_created: AtomicU64,
@@ -53,10 +55,18 @@ impl AcmeMetrics {
         for (name, help, v) in [
             ("ca_acme_accounts_created_total", "ACME accounts registered.", &self.accounts_created),
             ("ca_acme_orders_created_total", "ACME orders created.", &self.orders_created),
-            ("ca_acme_orders_finalized_total", "ACME orders finalized (certificate issued).", &self.orders_finalized),
+            (
+                "ca_acme_orders_finalized_total",
+                "ACME orders finalized (certificate issued).",
+                &self.orders_finalized,
+            ),
             ("ca_acme_bad_nonces_total", "Requests refused with badNonce.", &self.bad_nonces),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
     }
 }

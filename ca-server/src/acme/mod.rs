@@ -57,11 +57,18 @@ pub struct Acme {
 }
 
 impl Acme {
-    pub fn new(app: Arc<App>, cfg: AcmeConfig, base: String, va: va::Validator) -> Result<Arc<Self>, AppError> {
+    pub fn new(
+        app: Arc<App>,
+        cfg: AcmeConfig,
+        base: String,
+        va: va::Validator,
+    ) -> Result<Arc<Self>, AppError> {
         let known: Vec<String> = app.authority.profiles().names().map(str::to_string).collect();
         let profiles = if cfg.profiles.is_empty() { known.clone() } else { cfg.profiles.clone() };
         if let Some(p) = profiles.iter().find(|p| !known.contains(p)) {
-            return Err(AppError::Config(format!("[acme] profiles names {p:?}, which is not a configured profile")));
+            return Err(AppError::Config(format!(
+                "[acme] profiles names {p:?}, which is not a configured profile"
+            )));
         }
         let default_profile = match &cfg.default_profile {
             Some(p) => p.clone(),
@@ -105,7 +112,9 @@ impl Acme {
 
     /// The lock for object `id`'s check-then-append sections.
     pub async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let h = id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         self.locks[(h % self.locks.len() as u64) as usize].lock().await
     }
 

@@ -31,7 +31,11 @@ impl Default for NonceStore {
 
 impl NonceStore {
     pub fn with_capacity(capacity: usize) -> Self {
-        NonceStore { rng: SystemRandom::new(), inner: Mutex::new(Inner::default()), capacity: capacity.max(1) }
+        NonceStore {
+            rng: SystemRandom::new(),
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+        }
     }
 
     /// A fresh nonce, unpadded base64url.

@@ -16,7 +16,9 @@ use ca_core::policy::{Policy, SanName, normalize_dns};
 use ca_core::{Event, Serial};
 use serde_json::{Value, json};
 
-use crate::acme::plumbing::{AcmeError, AcmeResult, KeyRule, json_response, parse_time, rfc3339, with_location};
+use crate::acme::plumbing::{
+    AcmeError, AcmeResult, KeyRule, json_response, parse_time, rfc3339, with_location,
+};
 use crate::acme::{Acme, ari};
 use crate::app::now_unix;
 
@@ -79,16 +81,20 @@ fn parse_identifiers(payload: &Value, max: usize) -> AcmeResult<Vec<Identifier>>
         .and_then(Value::as_array)
         .ok_or_else(|| AcmeError::new(Problem::Malformed, "newOrder needs an identifiers array"))?;
     if list.is_empty() || list.len() > max {
-        return Err(AcmeError::new(Problem::Malformed, format!("an order needs 1 to {max} identifiers, not {}", list.len())));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            format!("an order needs 1 to {max} identifiers, not {}", list.len()),
+        ));
     }
     let mut out: Vec<Identifier> = Vec::with_capacity(list.len());
     for i in list {
         let kind = i.get("type").and_then(Value::as_str).unwrap_or("");
         let value = i.get("value").and_then(Value::as_str).unwrap_or("");
         let id = match kind {
-            "dns" => Identifier::Dns(normalize_dns(value).map_err(|e| {
-                AcmeError::new(Problem::RejectedIdentifier, e.to_string())
-            })?),
+            "dns" => Identifier::Dns(
+                normalize_dns(value)
+                    .map_err(|e| AcmeError::new(Problem::RejectedIdentifier, e.to_string()))?,
+            ),
             "ip" => Identifier::parse("ip", value)
                 .map_err(|e| AcmeError::new(Problem::Malformed, e.to_string()))?,
             other => {
@@ -137,7 +143,11 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
     if !refused.is_empty() {
         let mut e = AcmeError::new(
             Problem::RejectedIdentifier,
-            format!("{} of {} identifiers are not allowed by this CA's policy", refused.len(), identifiers.len()),
+            format!(
+                "{} of {} identifiers are not allowed by this CA's policy",
+                refused.len(),
+                identifiers.len()
+            ),
         );
         e.subproblems = refused;
         return Err(e);
@@ -167,7 +177,10 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
     {
         return Err(AcmeError::new(
             Problem::AlreadyReplaced,
-            format!("certificate {serial} was already replaced by order {}", acme.url(&format!("order/{by}"))),
+            format!(
+                "certificate {serial} was already replaced by order {}",
+                acme.url(&format!("order/{by}"))
+            ),
         ));
     }
     let expires = now + acme.cfg.order_lifetime_secs as i64;
@@ -213,7 +226,12 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
 
 /// notBefore/notAfter (RFC 8555 7.4): honoured within the profile's maximum lifetime,
 /// refused beyond it or in the past.
-fn validity_window(acme: &Acme, payload: &Value, profile: &str, now: i64) -> AcmeResult<(Option<i64>, Option<i64>)> {
+fn validity_window(
+    acme: &Acme,
+    payload: &Value,
+    profile: &str,
+    now: i64,
+) -> AcmeResult<(Option<i64>, Option<i64>)> {
     let field = |name: &str| -> AcmeResult<Option<i64>> {
         match payload.get(name).and_then(Value::as_str) {
             None => Ok(None),
@@ -227,7 +245,10 @@ fn validity_window(acme: &Acme, payload: &Value, profile: &str, now: i64) -> Acm
     if let Some(nb) = nb
         && (nb < now - 86_400 || nb > now + max)
     {
-        return Err(AcmeError::new(Problem::Malformed, format!("notBefore {} is too far in the past or future", rfc3339(nb))));
+        return Err(AcmeError::new(
+            Problem::Malformed,
+            format!("notBefore {} is too far in the past or future", rfc3339(nb)),
+        ));
     }
     if let Some(na) = na {
         if na <= start.max(now) {
@@ -249,7 +270,13 @@ impl Acme {
     }
 
     /// A valid authorization of this account for this identifier, still valid for a day.
-    fn reusable_authz(&self, account: &str, base: &Identifier, wildcard: bool, now: i64) -> AcmeResult<Option<String>> {
+    fn reusable_authz(
+        &self,
+        account: &str,
+        base: &Identifier,
+        wildcard: bool,
+        now: i64,
+    ) -> AcmeResult<Option<String>> {
         if !self.cfg.reuse_authorizations {
             return Ok(None);
         }
@@ -257,7 +284,8 @@ impl Acme {
         let mut found = None;
         for e in self.events_of(&key)? {
             let Event::OrderCreated(o) = e else { continue };
-            for na in o.new_authorizations.iter().filter(|a| &a.identifier == base && a.wildcard == wildcard) {
+            for na in o.new_authorizations.iter().filter(|a| &a.identifier == base && a.wildcard == wildcard)
+            {
                 if let Some(a) = self.authz(&na.authz_id)?
                     && a.status(now + 86_400) == AuthzStatus::Valid
                 {
@@ -275,10 +303,18 @@ impl Acme {
 }
 
 /// POST-as-GET of an order, by its account.
-pub async fn order(State(acme): State<Arc<Acme>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> AcmeResult {
+pub async fn order(
+    State(acme): State<Arc<Acme>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult {
     let signed = acme.authenticate(&format!("order/{id}"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?;
-    let order = acme.order(&id)?.filter(|o| o.account == acct.id).ok_or_else(|| AcmeError::not_found(format!("no order {id} for this account")))?;
+    let order = acme
+        .order(&id)?
+        .filter(|o| o.account == acct.id)
+        .ok_or_else(|| AcmeError::not_found(format!("no order {id} for this account")))?;
     let body = acme.order_json(&order, now_unix())?;
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -87,7 +87,9 @@ impl From<AppError> for AcmeError {
                 | CoreError::UnsupportedKey { .. }
                 | CoreError::WeakKey { .. }
                 | CoreError::BadNames(_) => AcmeError::new(Problem::BadCsr, c.to_string()),
-                CoreError::NameNotAllowed { .. } => AcmeError::new(Problem::RejectedIdentifier, c.to_string()),
+                CoreError::NameNotAllowed { .. } => {
+                    AcmeError::new(Problem::RejectedIdentifier, c.to_string())
+                }
                 CoreError::UnknownProfile { .. } => AcmeError::new(Problem::InvalidProfile, c.to_string()),
                 CoreError::ValidityTooLong { .. } | CoreError::BadSerial(_) | CoreError::Config(_) => {
                     AcmeError::new(Problem::Malformed, c.to_string())
@@ -220,7 +222,10 @@ impl Signed {
     /// The account of a `kid` request; a `jwk` request here is malformed (RFC 8555 6.2).
     pub fn account(&self) -> AcmeResult<&Account> {
         self.account.as_ref().ok_or_else(|| {
-            AcmeError::new(Problem::Malformed, "this resource requires a kid (account URL) in the JWS header, not a jwk")
+            AcmeError::new(
+                Problem::Malformed,
+                "this resource requires a kid (account URL) in the JWS header, not a jwk",
+            )
         })
     }
 
@@ -243,7 +248,13 @@ pub enum KeyRule {
 impl Acme {
     /// The checks of RFC 8555 6.2-6.5 for a POST to `path` (relative to `/acme/`), in the
     /// order Boulder applies them: content type, size, JWS syntax, nonce, url, key.
-    pub fn authenticate(&self, path: &str, headers: &HeaderMap, body: &Bytes, rule: KeyRule) -> AcmeResult<Signed> {
+    pub fn authenticate(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+        rule: KeyRule,
+    ) -> AcmeResult<Signed> {
         let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if ct.split(';').next().map(str::trim) != Some("application/jose+json") {
             return Err(AcmeError::new(
@@ -257,12 +268,17 @@ impl Acme {
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE));
         }
         let jws = Jws::parse(body)?;
-        let nonce = jws.protected.nonce.as_deref().ok_or_else(|| {
-            AcmeError::new(Problem::BadNonce, "JWS has no anti-replay nonce")
-        })?;
+        let nonce = jws
+            .protected
+            .nonce
+            .as_deref()
+            .ok_or_else(|| AcmeError::new(Problem::BadNonce, "JWS has no anti-replay nonce"))?;
         if !self.nonces.redeem(nonce) {
             self.metrics.bad_nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(AcmeError::new(Problem::BadNonce, "JWS has an invalid anti-replay nonce: unknown, expired or already used"));
+            return Err(AcmeError::new(
+                Problem::BadNonce,
+                "JWS has an invalid anti-replay nonce: unknown, expired or already used",
+            ));
         }
         let expected = self.url(path);
         if jws.protected.url != expected {
@@ -276,26 +292,39 @@ impl Acme {
                 return Err(AcmeError::new(Problem::Malformed, "this resource requires a kid, not a jwk"));
             }
             (_, Some(_), KeyRule::Jwk) => {
-                return Err(AcmeError::new(Problem::Malformed, "newAccount must be signed with a jwk, not a kid"));
+                return Err(AcmeError::new(
+                    Problem::Malformed,
+                    "newAccount must be signed with a jwk, not a kid",
+                ));
             }
             (Some(jwk), None, _) => (jwk.clone(), None),
             (None, Some(kid), _) => {
-                let id = kid.strip_prefix(&self.url("acct/")).filter(|id| !id.contains('/')).ok_or_else(|| {
-                    AcmeError::new(Problem::AccountDoesNotExist, format!("kid {kid:?} is not an account URL of this server"))
-                })?;
+                let id =
+                    kid.strip_prefix(&self.url("acct/")).filter(|id| !id.contains('/')).ok_or_else(|| {
+                        AcmeError::new(
+                            Problem::AccountDoesNotExist,
+                            format!("kid {kid:?} is not an account URL of this server"),
+                        )
+                    })?;
                 let acct = self.account(id)?.ok_or_else(|| {
                     AcmeError::new(Problem::AccountDoesNotExist, format!("no account {kid}"))
                 })?;
                 if acct.status != AccountStatus::Valid {
-                    return Err(AcmeError::new(Problem::Unauthorized, format!("account {kid} is {}", acct.status.as_str())));
+                    return Err(AcmeError::new(
+                        Problem::Unauthorized,
+                        format!("account {kid} is {}", acct.status.as_str()),
+                    ));
                 }
-                let key = Jwk::from_json(&serde_json::from_slice::<Value>(&acct.jwk_json).map_err(|_| {
-                    AcmeError::new(Problem::ServerInternal, "stored account key does not parse")
-                })?)?;
+                let key =
+                    Jwk::from_json(&serde_json::from_slice::<Value>(&acct.jwk_json).map_err(|_| {
+                        AcmeError::new(Problem::ServerInternal, "stored account key does not parse")
+                    })?)?;
                 (key, Some(acct))
             }
             // Jws::parse guarantees exactly one of jwk and kid.
-            (_, _, _) => return Err(AcmeError::new(Problem::Malformed, "JWS needs exactly one of jwk and kid")),
+            (_, _, _) => {
+                return Err(AcmeError::new(Problem::Malformed, "JWS needs exactly one of jwk and kid"));
+            }
         };
         jws.verify(&key)?;
         Ok(Signed { jws, key, account })
@@ -319,7 +348,8 @@ pub fn rfc3339(t: i64) -> String {
 /// Parse an RFC 3339 time; `0001-01-01T00:00:00Z` (Go's zero time, which the step CLI
 /// sends for "unset") means absent.
 pub fn parse_time(field: &str, s: &str) -> AcmeResult<Option<i64>> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| AcmeError::new(Problem::Malformed, format!("{field} {s:?} is not an RFC 3339 time: {e}")))?;
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| {
+        AcmeError::new(Problem::Malformed, format!("{field} {s:?} is not an RFC 3339 time: {e}"))
+    })?;
     Ok((t.year() > 1).then_some(t.unix_timestamp()))
 }

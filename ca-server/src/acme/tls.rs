@@ -38,7 +38,10 @@ impl SwappableCert {
     }
 }
 
-fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey, AppError> {
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, AppError> {
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key, &provider).map_err(|e| AppError::Config(format!("ACME TLS key: {e}")))
 }
@@ -52,7 +55,13 @@ async fn self_issue(app: &Arc<App>, names: &[String]) -> Result<(CertifiedKey, i
             move |authority| {
                 let checked = ca_core::csr::check(&csr, authority.policy())?;
                 let (profile, p) = authority.profiles().get("server")?;
-                Ok(authority.sign_checked(&checked, profile, p.default_validity_secs, "ca-server:acme-tls", now_unix())?)
+                Ok(authority.sign_checked(
+                    &checked,
+                    profile,
+                    p.default_validity_secs,
+                    "ca-server:acme-tls",
+                    now_unix(),
+                )?)
             },
             |issued| (vec![], (issued.certificate_der.clone(), issued.not_before, issued.not_after)),
         )
@@ -67,7 +76,8 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, AppError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| AppError::Config(format!("[acme] tls_cert {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| AppError::Config(format!("[acme] tls_key {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| AppError::Config(format!("[acme] tls_key {}: {e}", key.display())))?;
     certified(chain, key)
 }
 
@@ -119,11 +129,12 @@ pub async fn tls_config(
         }
         _ => return Err(AppError::Config("[acme] tls_cert and tls_key go together".into())),
     };
-    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AppError::Config(format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let mut sc =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AppError::Config(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(sc))
 }

@@ -48,7 +48,14 @@ impl Acme {
                     Some(ChallengeType::Http01) => va::ChallengeKind::Http01,
                     Some(ChallengeType::Dns01) => va::ChallengeKind::Dns01,
                     Some(ChallengeType::TlsAlpn01) => va::ChallengeKind::TlsAlpn01,
-                    None => return self.invalid(a, challenge, Problem::Malformed, "unknown challenge type".into()),
+                    None => {
+                        return self.invalid(
+                            a,
+                            challenge,
+                            Problem::Malformed,
+                            "unknown challenge type".into(),
+                        );
+                    }
                 };
                 let ident = match &a.identifier {
                     Identifier::Dns(d) => va::Identifier::Dns(d.clone()),

@@ -2,6 +2,8 @@
 //! clients (tonic, openssl, the CLI).
 #![allow(dead_code)]
 
+pub mod acme;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -136,11 +136,7 @@ impl TryFrom<v1::OrderCreated> for dom::OrderCreated {
         Ok(dom::OrderCreated {
             order_id: o.order_id,
             account_id: o.account_id,
-            identifiers: o
-                .identifiers
-                .into_iter()
-                .map(|i| ident_from(Some(i)))
-                .collect::<Result<_, _>>()?,
+            identifiers: o.identifiers.into_iter().map(|i| ident_from(Some(i))).collect::<Result<_, _>>()?,
             authz_ids: o.authz_ids,
             new_authorizations: o
                 .new_authorizations

@@ -586,7 +586,10 @@ mod tests {
                 replaces: Some(s.clone()),
                 created_at: 3,
             }),
-            Event::ChallengeStarted(dom::ChallengeStarted { authz_id: "z1".into(), challenge_type: "dns-01".into() }),
+            Event::ChallengeStarted(dom::ChallengeStarted {
+                authz_id: "z1".into(),
+                challenge_type: "dns-01".into(),
+            }),
             Event::AuthorizationValidated(dom::AuthorizationValidated {
                 authz_id: "z1".into(),
                 challenge_type: "http-01".into(),
