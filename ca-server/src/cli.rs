@@ -81,6 +81,14 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
+    /// ACME operator commands (EAB keys, ARI renewal windows), over gRPC to a running server.
+    Acme {
+        /// Server gRPC address.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[command(subcommand)]
+        command: AcmeCommand,
+    },
     /// A gRPC client for people.
     Client {
         /// Server address.
@@ -89,6 +97,49 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AcmeCommand {
+    /// External Account Binding keys.
+    Eab {
+        #[command(subcommand)]
+        command: EabCommand,
+    },
+    /// Move a certificate's ARI suggested renewal window (asks its ACME client to renew
+    /// in that window; a past window means "now"). Times: RFC 3339 or unix seconds.
+    RenewalWindow {
+        #[arg(long)]
+        serial: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EabCommand {
+    /// Create a key; prints its kid and HMAC key once (JSON).
+    Add {
+        /// Who it is for (a team, a cluster).
+        #[arg(long)]
+        name: String,
+        /// Name rules narrowing the server policy for accounts bound with this key
+        /// (`.team.internal`, `*.svc.team.internal`, `api.team.internal`); repeatable.
+        #[arg(long = "allowed-dns")]
+        allowed_dns: Vec<String>,
+        /// IP ranges (CIDR) such accounts may get; repeatable.
+        #[arg(long = "allowed-ips")]
+        allowed_ips: Vec<String>,
+        /// Profiles such accounts may order, comma separated (default: every ACME profile).
+        #[arg(long, value_delimiter = ',')]
+        profiles: Vec<String>,
+    },
+    /// List keys (JSON lines, without secrets).
+    List,
+    /// Revoke a key: accounts can no longer register with it.
+    Revoke { kid: String },
 }
 
 /// ACME flags of `serve` (each overrides its `[acme]` setting).

@@ -94,6 +94,57 @@ pub async fn run(addr: &str, cmd: ClientCommand) -> Result<(), BoxErr> {
     Ok(())
 }
 
+/// `ca-server acme ...`.
+pub async fn acme(addr: &str, cmd: crate::cli::AcmeCommand) -> Result<(), BoxErr> {
+    use crate::cli::{AcmeCommand, EabCommand};
+    use ca_proto::v1::acme_admin_client::AcmeAdminClient;
+    let mut c = AcmeAdminClient::connect(addr.to_string()).await?;
+    match cmd {
+        AcmeCommand::Eab { command: EabCommand::Add { name, allowed_dns, allowed_ips, profiles } } => {
+            let r = c
+                .create_eab_key(CreateEabKeyRequest { name, allowed_dns, allowed_ips, profiles })
+                .await?
+                .into_inner();
+            println!("{}", json!({ "kid": r.kid, "hmac_key": r.hmac_key }));
+            eprintln!(
+                "the HMAC key is shown only this once; give kid and hmac_key to the ACME client's EAB settings"
+            );
+        }
+        AcmeCommand::Eab { command: EabCommand::List } => {
+            for k in c.list_eab_keys(ListEabKeysRequest {}).await?.into_inner().keys {
+                println!(
+                    "{}",
+                    json!({
+                        "kid": k.kid, "name": k.name, "allowed_dns": k.allowed_dns, "allowed_ips": k.allowed_ips,
+                        "profiles": k.profiles, "created_at": k.created_at_unix, "revoked": k.revoked,
+                    })
+                );
+            }
+        }
+        AcmeCommand::Eab { command: EabCommand::Revoke { kid } } => {
+            c.revoke_eab_key(RevokeEabKeyRequest { kid: kid.clone() }).await?;
+            println!("revoked EAB key {kid}");
+        }
+        AcmeCommand::RenewalWindow { serial, start, end } => {
+            let (start_unix, end_unix) = (parse_when(&start)?, parse_when(&end)?);
+            c.set_renewal_window(SetRenewalWindowRequest { serial: serial.clone(), start_unix, end_unix })
+                .await?;
+            println!("renewal window of {serial} set to {start} .. {end}");
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3339 or unix seconds.
+fn parse_when(s: &str) -> Result<i64, BoxErr> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is neither RFC 3339 nor unix seconds: {e}"))?;
+    Ok(t.unix_timestamp())
+}
+
 fn write_out(p: &Path, s: &str) -> Result<(), BoxErr> {
     std::fs::write(p, s).map_err(|e| format!("writing {}: {e}", p.display()).into())
 }

@@ -90,6 +90,10 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             offline::events(&dir.resolve()?.data_dir, from)?;
             Ok(0)
         }
+        Command::Acme { addr, command } => {
+            runtime(None)?.block_on(client::acme(&addr, command))?;
+            Ok(0)
+        }
         Command::Client { addr, command } => {
             runtime(None)?.block_on(client::run(&addr, command))?;
             Ok(0)

@@ -93,6 +93,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let mut tasks = Vec::new();
     app.revocation.start(app.pool.clone(), rx.clone()).await?;
 
+    let (acme_addr, acme) = match acme_listener {
+        Some(l) => {
+            let (addr, acme) = start_acme(&app, &config, l, &rx, &mut tasks, [grpc_addr, http_addr]).await?;
+            (Some(addr), Some(acme))
+        }
+        None => (None, None),
+    };
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CertificateAuthorityServer<CaService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -102,6 +110,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .map_err(|e| AppError::Config(format!("reflection: {e}")))?;
     let svc = CertificateAuthorityServer::new(CaService { app: app.clone() })
         .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let admin = ca_proto::v1::acme_admin_server::AcmeAdminServer::new(crate::acme::admin::AcmeAdminService {
+        acme: acme.clone(),
+    });
     // TCP_NODELAY: without it Nagle adds tens of milliseconds to small unary replies.
     // CoalescingIo: one write per scheduler round instead of about two per response.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
@@ -113,6 +124,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(svc)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_rx.wait_for(|s| *s).await;
             })
@@ -134,14 +146,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .await
             .map_err(|e| AppError::Io(format!("HTTP server: {e}")))
     }));
-
-    let (acme_addr, acme) = match acme_listener {
-        Some(l) => {
-            let (addr, acme) = start_acme(&app, &config, l, &rx, &mut tasks, [grpc_addr, http_addr]).await?;
-            (Some(addr), Some(acme))
-        }
-        None => (None, None),
-    };
 
     tracing::info!(%grpc_addr, %http_addr, ?acme_addr, %public_url, "ca-server listening");
     Ok(Running { grpc_addr, http_addr, acme_addr, acme, app, shutdown, tasks })

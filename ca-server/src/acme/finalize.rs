@@ -40,6 +40,7 @@ pub async fn finalize(
     headers: HeaderMap,
     body: Bytes,
 ) -> AcmeResult {
+    tracing::Span::current().record("order", id.as_str());
     let signed = acme.authenticate(&format!("order/{id}/finalize"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?.clone();
     let payload = signed.payload()?;

@@ -4,6 +4,7 @@
 //! the store's ACME index and folded by `ca_core::acme::model`.
 
 pub mod account;
+pub mod admin;
 pub mod ari;
 pub mod authz;
 pub mod cert;

@@ -216,6 +216,7 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
         created_at: now,
     };
     let id = created.order_id.clone();
+    tracing::Span::current().record("order", id.as_str());
     acme.record(vec![Event::OrderCreated(created)]).await?;
     acme.metrics.orders_created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(account = %acct.id, order = %id, "ACME order created");
@@ -309,6 +310,7 @@ pub async fn order(
     headers: HeaderMap,
     body: Bytes,
 ) -> AcmeResult {
+    tracing::Span::current().record("order", id.as_str());
     let signed = acme.authenticate(&format!("order/{id}"), &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?;
     let order = acme

@@ -195,9 +195,23 @@ pub async fn decorate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use tracing::Instrument as _;
     let resource = crate::acme::resource_name(req.uri().path());
     let started = std::time::Instant::now();
-    let mut resp = next.run(req).await;
+    // Handlers fill in the account (on authentication) and the order they touch.
+    let span = tracing::info_span!(
+        "acme_request",
+        resource,
+        method = %req.method(),
+        account = tracing::field::Empty,
+        order = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        tracing::debug!(parent: &span, took_ms = started.elapsed().as_secs_f64() * 1e3, "ACME request refused");
+    }
     acme.metrics.observe(resource, resp.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&acme.nonces.issue()) {
         resp.headers_mut().insert("replay-nonce", v);
@@ -327,6 +341,9 @@ impl Acme {
             }
         };
         jws.verify(&key)?;
+        if let Some(a) = &account {
+            tracing::Span::current().record("account", a.id.as_str());
+        }
         Ok(Signed { jws, key, account })
     }
 }

@@ -238,3 +238,42 @@ pub fn openssl_verify(root: &Path, chain_pem: &str, dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The problem type an instant-acme error carries (`urn:...:malformed` -> `malformed`).
+pub fn problem_type(e: &instant_acme::Error) -> String {
+    match e {
+        instant_acme::Error::Api(p) => {
+            p.r#type.as_deref().unwrap_or("").trim_start_matches("urn:ietf:params:acme:error:").to_string()
+        }
+        other => format!("not an ACME problem: {other}"),
+    }
+}
+
+/// Run `ca-server acme ...` against the env's gRPC listener; stdout.
+pub fn acme_cli(env: &AcmeEnv, args: &[&str]) -> String {
+    let out = Command::new(super::BIN)
+        .args(["acme", "--addr", &env.server.grpc])
+        .args(args)
+        .output()
+        .expect("run ca-server acme");
+    assert!(out.status.success(), "ca-server acme {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `acme eab add`: (kid, HMAC key bytes).
+pub fn eab_add(env: &AcmeEnv, args: &[&str]) -> (String, Vec<u8>) {
+    let mut a = vec!["eab", "add"];
+    a.extend_from_slice(args);
+    let v: serde_json::Value = serde_json::from_str(acme_cli(env, &a).trim()).unwrap();
+    let key = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        v["hmac_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    (v["kid"].as_str().unwrap().to_string(), key)
+}
+
+/// The leaf of a PEM chain, DER.
+pub fn leaf_der(pem_chain: &str) -> Vec<u8> {
+    pem::parse_many(pem_chain).unwrap()[0].contents().to_vec()
+}

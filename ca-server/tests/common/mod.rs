@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod raw_acme;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,7 +20,7 @@ pub struct Server {
     child: Child,
     pub grpc: String,
     pub http: String,
-    /// The ACME listener's address (`IP:PORT`).
+    /// The ACME listener's address (`IP:PORT`); empty when ACME is off.
     pub acme: String,
     pub dir: PathBuf,
 }
@@ -38,7 +39,16 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(dir)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--acme-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            // ACME (whose listener certificate is itself an issuance) only for the tests
+            // that use it; a restart passes the address it had, so ACME URLs stay valid.
+            .args(if !extra.iter().any(|a| a.starts_with("--acme")) {
+                &["--no-acme"][..]
+            } else if extra.contains(&"--acme-addr") {
+                &[][..]
+            } else {
+                &["--acme-addr", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -70,7 +80,7 @@ impl Server {
         Server {
             grpc: format!("http://{}", field("grpc=")),
             http: field("http="),
-            acme: field("acme="),
+            acme: line.split_whitespace().find_map(|w| w.strip_prefix("acme=")).unwrap_or("").to_string(),
             child,
             dir: dir.to_path_buf(),
         }
