@@ -25,12 +25,44 @@ use crate::acme::Acme;
 use crate::acme::plumbing::{AcmeError, AcmeResult, KeyRule, json_response, with_location};
 use crate::app::now_unix;
 
-/// Removes an order from the in-progress set however the finalize ends.
-struct Finalizing<'a>(&'a Acme, String);
+/// Removes an order from the in-progress set however the finalize ends (it may outlive
+/// the request: a finalize that met a full signing queue goes on in the background).
+struct Finalizing(Arc<Acme>, String);
 
-impl Drop for Finalizing<'_> {
+impl Drop for Finalizing {
     fn drop(&mut self) {
         self.0.finalizing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.1);
+    }
+}
+
+/// How long a finalize that met a full signing queue keeps retrying in the background.
+const BUSY_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What one issuance attempt for an order needs.
+#[derive(Clone)]
+struct Issue {
+    csr: ca_core::csr::CheckedCsr,
+    profile: String,
+    not_before: i64,
+    not_after: i64,
+    requester: String,
+    order_id: String,
+}
+
+impl Issue {
+    /// Sign through the shared issuance path, recording `OrderFinalized` in the same
+    /// group commit as the certificate.
+    async fn run(self, acme: &Arc<Acme>) -> Result<ca_core::Serial, crate::error::AppError> {
+        let Issue { csr, profile, not_before, not_after, requester, order_id } = self;
+        acme.app
+            .issue_with(
+                move |authority| Ok(authority.sign_checked_window(&csr, &profile, not_before, not_after, &requester)?),
+                move |issued| {
+                    let fin = Event::OrderFinalized(OrderFinalized { order_id, serial: issued.serial.clone() });
+                    (vec![fin], issued.serial.clone())
+                },
+            )
+            .await
     }
 }
 
@@ -67,7 +99,7 @@ pub async fn finalize(
             1,
         ));
     }
-    let _done = Finalizing(&acme, id.clone());
+    let done = Finalizing(acme.clone(), id.clone());
     let _guard = acme.lock(&id).await;
     let order = load()?;
     let now = now_unix();
@@ -122,21 +154,49 @@ pub async fn finalize(
     let not_after = order.not_after.unwrap_or_else(|| {
         not_before.max(now) + i64::try_from(profile.default_validity_secs).unwrap_or(i64::MAX / 2)
     });
-    let requester = format!("acme:{}", acct.id);
-    let profile_name = order.profile.clone();
-    let order_id = order.id.clone();
-    let serial = acme
-        .app
-        .issue_with(
-            move |authority| {
-                Ok(authority.sign_checked_window(&csr, &profile_name, not_before, not_after, &requester)?)
-            },
-            move |issued| {
-                let fin = Event::OrderFinalized(OrderFinalized { order_id, serial: issued.serial.clone() });
-                (vec![fin], issued.serial.clone())
-            },
-        )
-        .await?;
+    let issue = Issue {
+        csr,
+        profile: order.profile.clone(),
+        not_before,
+        not_after,
+        requester: crate::acme::cert::requester(&acct.id),
+        order_id: order.id.clone(),
+    };
+    let serial = match issue.clone().run(&acme).await {
+        Ok(s) => s,
+        Err(crate::error::AppError::Busy(_)) => {
+            // Never `ready` once finalize was accepted: `processing` while a background
+            // attempt waits for room in the signing queue (RFC 8555 7.4, Retry-After).
+            let acme2 = acme.clone();
+            tokio::spawn(async move {
+                let _done = done;
+                let until = std::time::Instant::now() + BUSY_RETRY_FOR;
+                while std::time::Instant::now() < until {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    match issue.clone().run(&acme2).await {
+                        Err(crate::error::AppError::Busy(_)) => continue,
+                        Ok(serial) => {
+                            acme2.metrics.orders_finalized.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(order = %issue.order_id, %serial, "ACME order finalized after a busy signing queue");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(order = %issue.order_id, error = %e, "background finalize failed");
+                            return;
+                        }
+                    }
+                }
+                tracing::warn!(order = %issue.order_id, "background finalize gave up: the signing queue stayed full");
+            });
+            let body = acme.order_json(&order, now)?;
+            return Ok(crate::acme::plumbing::with_retry_after(
+                with_location(json_response(StatusCode::OK, &body), &order_url),
+                1,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    drop(done);
     acme.metrics.orders_finalized.fetch_add(1, Ordering::Relaxed);
     tracing::info!(account = %acct.id, order = %id, %serial, "ACME order finalized");
     let order = load()?;
