@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod interop;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
