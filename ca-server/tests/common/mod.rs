@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod interop;
 pub mod raw_acme;
 
 use std::io::{BufRead, BufReader, Read, Write};

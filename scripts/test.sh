@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite runs against (only those missing), then run
+# the whole workspace's tests; arguments go to `cargo test`.
+#
+#   openssl          openssl verify / ocsp / crl checks
+#   ca-certificates  a CA bundle for the clients' HTTPS stacks
+#   certbot, lego    the real ACME clients of tests/acme_interop.rs
+#   pebble           /usr/bin/pebble-challtestsrv: DNS server and challenge responder
+#   python3          lego's dns-01 exec hook
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have openssl || missing+=(openssl)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+have certbot || missing+=(certbot)
+have lego || missing+=(lego)
+[ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
+have python3 || missing+=(python3)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+exec cargo test --workspace "$@"
