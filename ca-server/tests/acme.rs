@@ -22,11 +22,12 @@ fn ip(s: &str) -> Identifier {
 }
 
 #[tokio::test]
-async fn http01_for_a_name_and_ips_issues_a_chain_openssl_verifies() {
+async fn http01_for_names_and_an_ip_issues_a_chain_openssl_verifies() {
     let env = AcmeEnv::start("", &[]);
     let account = env.account().await;
-    let (_, pem) =
-        env.issue(&account, &[dns("http01.example.internal"), ip("127.0.0.1")], ChallengeType::Http01).await;
+    // `localhost` is loopback without DNS (RFC 6761), validated with --acme-allow-loopback.
+    let idents = [dns("http01.example.internal"), dns("localhost"), ip("127.0.0.1")];
+    let (_, pem) = env.issue(&account, &idents, ChallengeType::Http01).await;
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "leaf + issuing CA");
     openssl_verify(&env.root_pem(), &pem, env.dir.path());
 }

@@ -11,7 +11,9 @@ use ca_core::acme::problem::Problem;
 use serde_json::{Value, json};
 
 use crate::acme::Acme;
-use crate::acme::plumbing::{AcmeError, AcmeResult, KeyRule, json_response, rfc3339, with_link};
+use crate::acme::plumbing::{
+    AcmeError, AcmeResult, KeyRule, json_response, rfc3339, with_link, with_retry_after,
+};
 use crate::app::now_unix;
 
 impl Acme {
@@ -104,7 +106,8 @@ pub async fn authz(
     } else {
         acme.resume_validation(&a);
     }
-    Ok(json_response(StatusCode::OK, &acme.authz_json(&a, now)))
+    let resp = json_response(StatusCode::OK, &acme.authz_json(&a, now));
+    Ok(if a.processing().is_some() { with_retry_after(resp, 1) } else { resp })
 }
 
 /// POST `{}` asks for validation (200 with `Link: rel="up"`, as certbot and lego need);
@@ -134,6 +137,10 @@ pub async fn challenge(
         }
     }
     acme.resume_validation(&a);
-    let resp = json_response(StatusCode::OK, &acme.challenge_json(&a, ctype));
+    let mut resp = json_response(StatusCode::OK, &acme.challenge_json(&a, ctype));
+    if a.processing().is_some() {
+        // Validation takes milliseconds here; without a hint lego waits 5 s per poll.
+        resp = with_retry_after(resp, 1);
+    }
     Ok(with_link(resp, &acme.url(&format!("authz/{id}")), "up"))
 }

@@ -56,9 +56,12 @@ impl Issue {
         let Issue { csr, profile, not_before, not_after, requester, order_id } = self;
         acme.app
             .issue_with(
-                move |authority| Ok(authority.sign_checked_window(&csr, &profile, not_before, not_after, &requester)?),
+                move |authority| {
+                    Ok(authority.sign_checked_window(&csr, &profile, not_before, not_after, &requester)?)
+                },
                 move |issued| {
-                    let fin = Event::OrderFinalized(OrderFinalized { order_id, serial: issued.serial.clone() });
+                    let fin =
+                        Event::OrderFinalized(OrderFinalized { order_id, serial: issued.serial.clone() });
                     (vec![fin], issued.serial.clone())
                 },
             )
