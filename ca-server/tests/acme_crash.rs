@@ -51,5 +51,28 @@ async fn kill9_after_the_challenge_post_then_the_flow_completes() {
     assert_eq!(order.state().status, OrderStatus::Valid);
     let again = order.poll_certificate(&RETRY).await.unwrap();
     assert_eq!(again, pem, "the same certificate after a second kill -9");
-    let _ = env;
+
+    // Offline: the chain verifies with the ACME records in it, the projections rebuild,
+    // and the log shows the flow.
+    let AcmeEnv { server, dir: _tmp, chall: _chall } = env;
+    let data = server.dir.clone();
+    assert!(server.stop().success());
+    let offline = |args: &[&str]| {
+        let out =
+            std::process::Command::new(common::BIN).args(args).arg("--data-dir").arg(&data).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    offline(&["audit", "verify"]);
+    offline(&["audit", "rebuild"]);
+    let events = offline(&["events"]);
+    for kind in [
+        "account_registered",
+        "order_created",
+        "challenge_started",
+        "authorization_validated",
+        "order_finalized",
+    ] {
+        assert!(events.contains(&format!("\"kind\":\"{kind}\"")), "{kind} missing from the log");
+    }
 }

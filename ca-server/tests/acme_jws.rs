@@ -113,7 +113,11 @@ async fn every_jws_rule_has_its_problem() {
     assert_eq!(r.post_raw("new-order", b"{not json").await.problem(), "malformed");
     let big = vec![b'a'; 70 * 1024];
     let resp = r.post_raw("new-order", &big).await;
-    assert_eq!(resp.status, 413, "{}", resp.head);
+    assert_eq!((resp.status, resp.problem().as_str()), (413, "malformed"), "{}", resp.head);
+    let huge = vec![b'a'; 2 << 20];
+    let resp = r.post_raw("new-order", &huge).await;
+    assert_eq!((resp.status, resp.problem().as_str()), (413, "malformed"), "{}", resp.head);
+    assert!(resp.header("replay-nonce").is_some());
     // The server still serves well-formed requests.
     assert_eq!(r.post(&key, Some(&kid), "new-order", Some(&payload)).await.status, 201);
 }

@@ -208,6 +208,20 @@ pub async fn decorate(
         status = tracing::field::Empty,
     );
     let mut resp = next.run(req).instrument(span.clone()).await;
+    // Refusals made before a handler runs (axum's body limit, an unrouted method) become
+    // problem documents too.
+    let is_problem =
+        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+    if (resp.status().is_client_error() || resp.status().is_server_error()) && !is_problem {
+        let status = resp.status();
+        let detail = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => format!("request body over {MAX_BODY} bytes"),
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this ACME resource".to_string(),
+            s => format!("request refused: {}", s.canonical_reason().unwrap_or("error")),
+        };
+        let problem = if status.is_server_error() { Problem::ServerInternal } else { Problem::Malformed };
+        resp = AcmeError::new(problem, detail).with_status(status).into_response();
+    }
     span.record("status", resp.status().as_u16());
     if resp.status().is_client_error() || resp.status().is_server_error() {
         tracing::debug!(parent: &span, took_ms = started.elapsed().as_secs_f64() * 1e3, "ACME request refused");

@@ -128,7 +128,8 @@ impl Raw {
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
-        s.write_all(body).await.unwrap();
+        // A server that refuses a huge body may answer and close before reading it all.
+        let _ = s.write_all(body).await;
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
         let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP response head");
