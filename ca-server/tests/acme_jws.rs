@@ -221,3 +221,38 @@ fn thumbprint(key: &EcKey) -> String {
     let canon = format!(r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#, j["x"], j["y"]);
     b64(ring::digest::digest(&ring::digest::SHA256, canon.as_bytes()))
 }
+
+#[tokio::test]
+async fn the_orders_list_pages_with_rel_next() {
+    let env = AcmeEnv::start("", &[]);
+    let r = raw(&env);
+    let key = EcKey::generate();
+    let kid = r.new_account(&key).await;
+    let mut created = std::collections::BTreeSet::new();
+    for i in 0..101 {
+        let p = json!({"identifiers": [{"type": "dns", "value": format!("page-{i}.example.internal")}]});
+        let resp = r.post(&key, Some(&kid), "new-order", Some(&p)).await;
+        assert_eq!(resp.status, 201);
+        created.insert(resp.header("location").unwrap());
+    }
+    let acct = r.post(&key, Some(&kid), &path_of(&kid), None).await.json();
+    let first = r.post(&key, Some(&kid), &path_of(acct["orders"].as_str().unwrap()), None).await;
+    let page1: Vec<String> = serde_json::from_value(first.json()["orders"].clone()).unwrap();
+    assert_eq!(page1.len(), 100);
+    let next = first
+        .head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("link: <")
+                .or_else(|| l.strip_prefix("Link: <"))
+                .filter(|l| l.ends_with(">;rel=\"next\""))
+        })
+        .map(|l| l.trim_end_matches(">;rel=\"next\"").to_string())
+        .expect("a rel=\"next\" link");
+    let second = r.post(&key, Some(&kid), &path_of(&next), None).await;
+    let page2: Vec<String> = serde_json::from_value(second.json()["orders"].clone()).unwrap();
+    assert_eq!(page2.len(), 1);
+    assert!(!second.head.contains("rel=\"next\""));
+    let listed: std::collections::BTreeSet<String> = page1.into_iter().chain(page2).collect();
+    assert_eq!(listed, created, "every order exactly once");
+}

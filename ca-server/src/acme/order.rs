@@ -282,19 +282,19 @@ impl Acme {
             return Ok(None);
         }
         let key = AcmeKey::AccountIdentifier(account.to_string(), identifier_key(base, wildcard));
-        let mut found = None;
-        for e in self.events_of(&key)? {
+        // Newest first: the latest authorization is the one most likely still valid.
+        for e in self.events_of(&key)?.into_iter().rev() {
             let Event::OrderCreated(o) = e else { continue };
             for na in o.new_authorizations.iter().filter(|a| &a.identifier == base && a.wildcard == wildcard)
             {
                 if let Some(a) = self.authz(&na.authz_id)?
                     && a.status(now + 86_400) == AuthzStatus::Valid
                 {
-                    found = Some(a.id.clone());
+                    return Ok(Some(a.id));
                 }
             }
         }
-        Ok(found)
+        Ok(None)
     }
 
     /// How long a validated authorization lives: from validation, for `authz_lifetime_secs`.

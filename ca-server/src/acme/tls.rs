@@ -54,7 +54,9 @@ async fn self_issue(app: &Arc<App>, names: &[String]) -> Result<(CertifiedKey, i
         .issue_with(
             move |authority| {
                 let checked = ca_core::csr::check(&csr, authority.policy())?;
-                let (profile, p) = authority.profiles().get("server")?;
+                // The `server` profile when configured, else the default one.
+                let (profile, p) =
+                    authority.profiles().get("server").or_else(|_| authority.profiles().get(""))?;
                 Ok(authority.sign_checked(
                     &checked,
                     profile,
