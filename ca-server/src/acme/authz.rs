@@ -132,7 +132,7 @@ pub async fn challenge(
         a = acme.owned_authz(&id, &acct.id)?;
         if let Some(e) = a.decide_start(&kind, now)? {
             acme.record(vec![e]).await?;
-            tracing::info!(account = %acct.id, authz = %id, challenge = %kind, "ACME validation requested");
+            tracing::debug!(account = %acct.id, authz = %id, challenge = %kind, "ACME validation requested");
             a = acme.owned_authz(&id, &acct.id)?;
         }
     }

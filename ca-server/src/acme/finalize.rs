@@ -201,7 +201,7 @@ pub async fn finalize(
     };
     drop(done);
     acme.metrics.orders_finalized.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(account = %acct.id, order = %id, %serial, "ACME order finalized");
+    tracing::debug!(account = %acct.id, order = %id, %serial, "ACME order finalized");
     let order = load()?;
     let body = acme.order_json(&order, now_unix())?;
     Ok(with_location(json_response(StatusCode::OK, &body), &order_url))

@@ -219,7 +219,7 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
     tracing::Span::current().record("order", id.as_str());
     acme.record(vec![Event::OrderCreated(created)]).await?;
     acme.metrics.orders_created.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(account = %acct.id, order = %id, "ACME order created");
+    tracing::debug!(account = %acct.id, order = %id, "ACME order created");
     let order = acme.order(&id)?.ok_or_else(|| AcmeError::new(Problem::ServerInternal, "order vanished"))?;
     let body = acme.order_json(&order, now)?;
     Ok(with_location(json_response(StatusCode::CREATED, &body), &acme.url(&format!("order/{id}"))))

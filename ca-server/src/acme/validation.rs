@@ -38,10 +38,22 @@ impl Acme {
         });
     }
 
-    /// Ask the validation authority; the event that records the outcome.
+    /// Ask the validation authority; the event that records the outcome. The span is
+    /// attached with `instrument`, never entered across an await (an entered guard held
+    /// over `.await` leaks the span into whatever else that thread polls).
     async fn validate(&self, a: &Authz, challenge: &str) -> Event {
-        let span = tracing::info_span!("acme_validation", authz = %a.id, account = %a.account, %challenge, identifier = %a.identifier);
-        let _enter = span.enter();
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "acme_validation",
+            authz = %a.id,
+            account = %a.account,
+            %challenge,
+            identifier = %a.identifier
+        );
+        self.validate_in_span(a, challenge).instrument(span).await
+    }
+
+    async fn validate_in_span(&self, a: &Authz, challenge: &str) -> Event {
         let result = match self.key_authorization(a) {
             Ok(ka) => {
                 let kind = match ChallengeType::parse(challenge) {
@@ -69,7 +81,7 @@ impl Acme {
         match result {
             Ok(v) => {
                 self.metrics.validation(challenge, "valid");
-                tracing::info!(address = ?v.address, "ACME validation succeeded");
+                tracing::debug!(address = ?v.address, "ACME validation succeeded");
                 Event::AuthorizationValidated(AuthorizationValidated {
                     authz_id: a.id.clone(),
                     challenge_type: challenge.to_string(),
