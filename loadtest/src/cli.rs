@@ -36,6 +36,8 @@ pub enum Command {
     Ocsp(OcspArgs),
     /// Measure the raw crypto limit of this machine: CSR verify + leaf build + P-256 sign per second.
     Calibrate(CalibrateArgs),
+    /// Complete ACME (RFC 8555) orders with http-01, answered by the generator itself.
+    Acme(AcmeArgs),
 }
 
 /// Options shared by every load scenario.
@@ -176,6 +178,67 @@ pub struct OcspArgs {
     /// CertID hash algorithm.
     #[arg(long, value_enum, default_value_t = CertIdHash::Sha1)]
     pub hash: CertIdHash,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsrMode {
+    /// Generate the CSRs before the clock starts (one per order with -n, else --csrs of them).
+    Upfront,
+    /// A fresh P-256 key and CSR inside each order (its cost is reported on its own).
+    PerOrder,
+}
+
+/// `acme`: per order newOrder -> authz -> http-01 (served by the generator on
+/// 127.0.0.1:--http-port) -> poll until ready -> finalize -> poll until valid -> download.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct AcmeArgs {
+    /// The ACME directory URL (https, loopback only).
+    #[arg(long, default_value = "https://127.0.0.1:8443/acme/directory")]
+    pub directory: String,
+    /// Port of the generator's http-01 responder on 127.0.0.1: the port the server dials
+    /// (ca-server `--acme-http-port`, Pebble's `httpPort`).
+    #[arg(long)]
+    pub http_port: u16,
+    /// PEM root to trust for the server's TLS certificate (ca-server: DATA_DIR/root.pem)
+    /// [default: the platform's trust store].
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Use instant-acme's own HTTP client instead of the generator's (the same hyper-rustls
+    /// client with TCP_NODELAY): it leaves Nagle on, which adds ~40 ms to every request on
+    /// loopback (delayed ACK); for comparison only.
+    #[arg(long)]
+    pub stock_client: bool,
+    /// What each order asks for: `ip:127.0.0.1` (validated by dialling it, no DNS), or
+    /// `dns:NAME` where `{n}` is the order number (the server needs a resolver that answers
+    /// loopback for NAME, e.g. pebble-challtestsrv).
+    #[arg(long, default_value = "ip:127.0.0.1")]
+    pub identifier: String,
+    /// Where finalize CSRs (P-256, rcgen) come from.
+    #[arg(long, value_enum, default_value_t = CsrMode::Upfront)]
+    pub csr: CsrMode,
+    /// With `--csr upfront`: how many distinct CSRs [default: -n, else 1000]; order i uses
+    /// CSR i mod this (and, with a `{n}` identifier, names i mod this).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub csrs: Option<u64>,
+    /// Accounts, registered before the clock starts; worker s uses account s mod this
+    /// [default: one per worker, i.e. --concurrency].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub accounts: Option<u64>,
+    /// First delay before refreshing an order that is not ready/valid yet.
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+    #[serde(serialize_with = "ser_secs")]
+    pub poll_interval: Duration,
+    /// Each further delay is the previous one times this (1 = a fixed interval).
+    #[arg(long, default_value_t = 1.0)]
+    pub poll_backoff: f64,
+    /// Longest delay between two polls.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[serde(serialize_with = "ser_secs")]
+    pub poll_max: Duration,
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
@@ -328,5 +391,34 @@ mod tests {
         assert_eq!(a.hash, CertIdHash::Sha1);
         assert_eq!(a.load.stop(), Stop::Count(1000));
         assert!(Cli::try_parse_from(["ca-loadtest", "ocsp", "--method", "put"]).is_err());
+    }
+
+    #[test]
+    fn acme_flags() {
+        let cli = Cli::try_parse_from([
+            "ca-loadtest",
+            "acme",
+            "--directory",
+            "https://127.0.0.1:14000/dir",
+            "--http-port",
+            "5002",
+            "-n",
+            "2000",
+            "-c",
+            "32",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Acme(a) = cli.command else { panic!("wrong subcommand") };
+        assert_eq!(a.http_port, 5002);
+        assert_eq!(a.identifier, "ip:127.0.0.1");
+        assert_eq!(a.csr, CsrMode::Upfront);
+        assert_eq!(a.poll_interval, Duration::from_millis(20));
+        assert_eq!(a.load.stop(), Stop::Count(2000));
+        assert_eq!(a.load.concurrency, 32);
+        let params = serde_json::to_value(&a).unwrap();
+        assert_eq!(params["poll_interval"], 0.02);
+        assert!(Cli::try_parse_from(["ca-loadtest", "acme"]).is_err(), "--http-port is required");
     }
 }

@@ -1,5 +1,5 @@
 //! `ca-loadtest`: a black-box load generator for the CA. It talks only to the public interfaces
-//! (gRPC `ca.v1.CertificateAuthority`, HTTP OCSP) and reports throughput, latency percentiles
+//! (gRPC `ca.v1.CertificateAuthority`, HTTP OCSP, ACME) and reports throughput, latency percentiles
 //! from an HDR histogram and errors by kind; `calibrate` measures this machine's raw signing limit.
 //!
 //! Layout: [`driver`] is the scenario-independent engine (worker tasks, open/closed loop,
@@ -7,6 +7,7 @@
 //! [`driver::Scenario`] and is prepared (connections, pre-encoded requests) before the clock
 //! starts; [`run`] wires CLI options to a scenario and produces a [`report::Report`].
 
+pub mod acme;
 pub mod calibrate;
 pub mod cli;
 pub mod csrs;

@@ -39,6 +39,18 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Acme(a) => {
+            let r = runtime(a.load.threads)
+                .map_err(|e| format!("tokio runtime: {e}"))
+                .and_then(|rt| rt.block_on(run::acme(a, progress)));
+            return match r {
+                Ok(r) => emit(cli.json, &r, || r.render()),
+                Err(e) => {
+                    eprintln!("ca-loadtest acme: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::GrpcSign(a) => runtime(a.load.threads)
             .map_err(|e| format!("tokio runtime: {e}"))
             .and_then(|rt| rt.block_on(run::grpc_sign(a, progress))),

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::cli::{GrpcClient, GrpcSignArgs, LoadArgs, OcspArgs};
+use crate::acme::{self, AcmeSummary};
+use crate::cli::{AcmeArgs, CsrMode, GrpcClient, GrpcSignArgs, LoadArgs, OcspArgs};
 use crate::driver::{PhaseConfig, Scenario, Stop, run_phase};
 use crate::grpc::{self, GrpcSign};
 use crate::h2c::H2Channel;
 use crate::ocsp::{self, Issuer, Ocsp, Target};
-use crate::report::{Machine, Measured, Report, WarmupSummary, available_cores};
+use crate::report::{Machine, Measured, Report, WarmupSummary, available_cores, percentile_line};
 use crate::{TOOL, csrs};
 
 /// Raise the returned flag on ctrl-c, so an interrupted run still reports what it measured.
@@ -177,5 +178,157 @@ pub async fn ocsp(args: &OcspArgs, progress: bool) -> Result<Report, String> {
         warmup,
         setup_s,
         measured: Measured::from_phase(&result, args.load.rate),
+    })
+}
+
+/// The `acme` report: the common one plus the per-step figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AcmeReport {
+    #[serde(flatten)]
+    pub report: Report,
+    pub acme: AcmeSummary,
+}
+
+impl AcmeReport {
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = self.report.render();
+        let a = &self.acme;
+        for step in acme::STEPS {
+            if let Some(p) = a.steps_us.get(step) {
+                let _ = writeln!(s, "  {step:<11} {}", percentile_line(p));
+            }
+        }
+        if let Some(p) = &a.csr_per_order_us {
+            let _ = writeln!(s, "  {:<11} {}", "csr (in finalize)", percentile_line(p));
+        }
+        let _ = writeln!(
+            s,
+            "polls/order   {:.2} until ready, {:.2} until valid (first after {:.0} ms, x{} up to {:.0} ms); \
+             valid in the finalize answer: {}",
+            a.polls_until_ready_per_order,
+            a.polls_until_valid_per_order,
+            a.poll.interval_ms,
+            a.poll.backoff,
+            a.poll.max_ms,
+            a.finalize_valid_at_once
+        );
+        let _ = writeln!(
+            s,
+            "http-01       {} answered, {} unknown/404; authorizations reused: {}; accounts: {}",
+            a.http01_served, a.http01_unknown, a.authz_reused, a.accounts
+        );
+        s
+    }
+}
+
+/// Print a progress line on stderr every second until aborted: orders done, errors, rate.
+fn acme_progress(scenario: Arc<acme::Acme>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let done = scenario.done.load(Ordering::Relaxed);
+            let failed = scenario.failed.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let dt = now.duration_since(last.0).as_secs_f64();
+            let rate = if dt > 0.0 { (done - last.1) as f64 / dt } else { 0.0 };
+            last = (now, done);
+            eprintln!(
+                "acme [{:>4.0} s] orders {done} done, {failed} errors, {rate:.0}/s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    })
+}
+
+pub async fn acme(args: &AcmeArgs, progress: bool) -> Result<AcmeReport, String> {
+    acme::check_loopback_url(&args.directory)?;
+    let identifier = acme::IdentifierTemplate::parse(&args.identifier)?;
+    let setup = Instant::now();
+    let responder =
+        acme::ChallengeResponder::start(std::net::SocketAddr::from(([127, 0, 0, 1], args.http_port))).await?;
+
+    // CSRs before the clock: P-256 keys and signatures on all cores.
+    let (csrs, csr_gen) = match args.csr {
+        CsrMode::PerOrder => (acme::Csrs::PerOrder, None),
+        CsrMode::Upfront => {
+            let count = args.csrs.or(args.load.count).unwrap_or(1000);
+            let count = usize::try_from(count).map_err(|_| "too many CSRs".to_string())?;
+            let t = Instant::now();
+            let ident = identifier.clone();
+            let csrs = tokio::task::spawn_blocking(move || -> Result<Vec<bytes::Bytes>, String> {
+                let threads = available_cores().clamp(1, count.max(1));
+                let parts: Vec<Result<Vec<(usize, bytes::Bytes)>, String>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|k| {
+                            let ident = &ident;
+                            scope.spawn(move || {
+                                (k..count)
+                                    .step_by(threads)
+                                    .map(|i| {
+                                        Ok((i, bytes::Bytes::from(acme::make_csr(&ident.san(i as u64))?)))
+                                    })
+                                    .collect()
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|_| Err("CSR thread panicked".into())))
+                        .collect()
+                });
+                let mut all = vec![bytes::Bytes::new(); count];
+                for part in parts {
+                    for (i, c) in part? {
+                        all[i] = c;
+                    }
+                }
+                Ok(all)
+            })
+            .await
+            .map_err(|e| format!("CSR generation: {e}"))??;
+            let secs = t.elapsed().as_secs_f64();
+            (acme::Csrs::Upfront(csrs), Some((count, secs)))
+        }
+    };
+
+    let accounts = usize::try_from(args.accounts.unwrap_or(args.load.concurrency)).unwrap_or(1);
+    let (accounts, accounts_s) =
+        acme::create_accounts(&args.directory, args.ca_bundle.as_ref(), args.stock_client, accounts).await?;
+    let poll = acme::Poll {
+        interval_ms: args.poll_interval.as_secs_f64() * 1000.0,
+        backoff: args.poll_backoff,
+        max_ms: args.poll_max.as_secs_f64() * 1000.0,
+    };
+    let scenario = Arc::new(acme::Acme::new(accounts, identifier, csrs, responder, poll));
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let ticker = progress.then(|| acme_progress(Arc::clone(&scenario)));
+    let (warmup, result) = measure(Arc::clone(&scenario), &args.load, false).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let measured = Measured::from_phase(&result, args.load.rate);
+    let summary = scenario.summary(measured.ok, measured.requests);
+    let mut extra = vec![("stop", stop_json(&args.load)), ("accounts_setup_s", accounts_s.into())];
+    if let Some((count, secs)) = csr_gen {
+        extra.push(("csrs_generated", count.into()));
+        extra.push(("csr_upfront_us_each_all_cores", (secs * 1e6 / count.max(1) as f64).into()));
+    }
+    Ok(AcmeReport {
+        report: Report {
+            tool: TOOL,
+            scenario: "acme",
+            parameters: params(args, &extra),
+            machine: Machine::current(),
+            warmup,
+            setup_s,
+            measured,
+        },
+        acme: summary,
     })
 }
