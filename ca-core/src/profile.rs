@@ -92,7 +92,9 @@ impl Profile {
 
 /// The set of profiles by name, with the default used for an empty profile name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// No `deny_unknown_fields` here: serde does not support it beside a flattened map (every
+// `[profiles.NAME]` table was refused as an unknown field); each `Profile` still denies
+// unknown keys, and any other key is a profile name.
 pub struct Profiles {
     #[serde(default = "default_profile_name")]
     pub default: String,

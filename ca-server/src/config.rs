@@ -149,6 +149,21 @@ mod tests {
     }
 
     #[test]
+    fn a_profiles_table_loads_as_the_readme_shows_it() {
+        let cfg = load_text(
+            "[profiles]\ndefault = \"server\"\n[profiles.server]\nusages = [\"server-auth\"]\n\
+             default_validity_secs = 604800\nmax_validity_secs = 7776000\n\
+             [profiles.short]\nusages = [\"client-auth\"]\ndefault_validity_secs = 3600\n\
+             max_validity_secs = 86400\ndescription = \"one-hour client certificates\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.profiles.names().collect::<Vec<_>>(), ["server", "short"]);
+        assert_eq!(cfg.profiles.describe("short").as_deref(), Some("one-hour client certificates"));
+        let err = load_text("[profiles.server]\nusages = [\"server-auth\"]\nbogus = 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
     fn io_threads_default_to_half_the_cores() {
         let cfg = load_text("[signing]\nio_threads = 3\n").unwrap();
         assert_eq!(cfg.io_threads(), 3);
