@@ -16,3 +16,4 @@ pub mod revocation;
 pub mod revoke;
 pub mod server;
 pub mod signing;
+pub mod tls;
