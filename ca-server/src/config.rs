@@ -27,6 +27,19 @@ pub struct Config {
     pub revocation: crate::revocation::RevocationConfig,
     pub storage: StorageConfig,
     pub acme: crate::acme::AcmeConfig,
+    pub grpc: GrpcConfig,
+}
+
+/// `[grpc]`: how the gRPC listener is secured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Plaintext gRPC with no authentication (`--insecure-grpc`). Off by default: TLS with
+    /// client certificates from this CA required.
+    pub insecure: bool,
+    /// Names in the listener's self-issued certificate [default: the listener's IP and
+    /// `localhost`].
+    pub tls_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,6 +68,7 @@ impl Default for Config {
             revocation: Default::default(),
             storage: StorageConfig::default(),
             acme: Default::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 }

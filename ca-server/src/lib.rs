@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod credential;
 pub mod error;
 pub mod grpc;
 pub mod http;

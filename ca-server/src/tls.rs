@@ -129,3 +129,97 @@ pub async fn self_issued_resolver(
     });
     Ok(r)
 }
+
+/// The gRPC listener's TLS config: a self-issued certificate (renewed in the background)
+/// and client certificates required, verified against this CA. ALPN h2 only.
+pub async fn grpc_server_config(
+    app: &Arc<App>,
+    cfg: &crate::config::GrpcConfig,
+    bound: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<rustls::ServerConfig>, AppError> {
+    let names = if cfg.tls_names.is_empty() { default_names(bound) } else { cfg.tls_names.clone() };
+    let resolver = self_issued_resolver(app, names, "ca-server:grpc-tls", "grpc", shutdown).await?;
+    // Trust anchors: the root, and the issuing CA too, so a client that sends only its
+    // leaf (`openssl s_client -cert`, which sends the first certificate of the file) is
+    // verified as well as one that sends leaf and issuing CA. Both are this CA's own.
+    let ca = app.authority.ca();
+    let mut roots = rustls::RootCertStore::empty();
+    for der in [&ca.root_der, &ca.cert_der] {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| AppError::Config(format!("gRPC TLS trust anchor: {e}")))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| AppError::Config(format!("gRPC TLS client verifier: {e}")))?;
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AppError::Config(format!("TLS: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    sc.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(sc))
+}
+
+/// A gRPC connection: TLS over the write-coalescing adapter over TCP (see [`accept_tls`]).
+pub type GrpcTlsStream = tokio_rustls::server::TlsStream<ca_proto::io::CoalescingIo<tokio::net::TcpStream>>;
+
+/// Accepted, handshaken gRPC connections for tonic's `serve_with_incoming_shutdown`
+/// (tonic's `Connected` impl for `TlsStream` puts the peer address and the client's
+/// certificate chain into every request's extensions).
+///
+/// Layering: TLS wraps `CoalescingIo`, which wraps the TCP stream (TCP_NODELAY on). h2
+/// writes plaintext frames into rustls; rustls turns them into records and writes those
+/// into the coalescing buffer, so the records of one scheduler round still leave in one
+/// `write` system call. The other way round, rustls would write each record to the socket
+/// as h2 flushed, which is what the adapter exists to avoid.
+///
+/// Each handshake runs in its own task with [`HANDSHAKE_TIMEOUT`]; a failed or slow one
+/// is logged at DEBUG and dropped, and never stops the accept loop.
+pub fn accept_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl futures::Stream<Item = Result<GrpcTlsStream, std::io::Error>> + Send + 'static {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        let mut tcp = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        loop {
+            let next = tokio::select! {
+                c = tcp.next() => c,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let stream = match next {
+                None => return,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let peer = stream.peer_addr().ok();
+                let io = ca_proto::io::CoalescingIo::new(stream);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io).into_fallible()).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Ok(Err((e, mut io))) => {
+                        tracing::debug!(?peer, error = %e, "gRPC TLS handshake failed");
+                        // rustls wrote its alert (e.g. "certificate required") into the
+                        // coalescing buffer: send it before closing, so the client learns why.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                    }
+                    Err(_) => tracing::debug!(?peer, "gRPC TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
