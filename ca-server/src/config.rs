@@ -163,6 +163,17 @@ mod tests {
     }
 
     #[test]
+    fn grpc_section_is_read_and_tls_is_the_default() {
+        let cfg =
+            load_text("[grpc]\ninsecure = true\ntls_names = [\"ca.internal\", \"10.0.0.5\"]\n").unwrap();
+        assert!(cfg.grpc.insecure);
+        assert_eq!(cfg.grpc.tls_names, ["ca.internal", "10.0.0.5"]);
+        let default = load_text("").unwrap();
+        assert!(!default.grpc.insecure && default.grpc.tls_names.is_empty());
+        assert!(load_text("[grpc]\nplaintext = true\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
     fn io_threads_default_to_half_the_cores() {
         let cfg = load_text("[signing]\nio_threads = 3\n").unwrap();
         assert_eq!(cfg.io_threads(), 3);

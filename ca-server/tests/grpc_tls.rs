@@ -223,3 +223,28 @@ async fn init_writes_the_credential_and_serve_reissues_a_missing_one() {
     let all = list_all(&mut c, 100, 0).await;
     assert_eq!(all.iter().filter(|i| i.requester == "ca-server:admin-credential").count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reissues_an_expired_admin_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start(&dir);
+    server.client().await.sign_csr(sign_request()).await.expect("the first credential works");
+    assert!(server.stop().success());
+
+    // Stand-in for a credential past its 90 days: a certificate that expired yesterday.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["expired.internal".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(91);
+    params.not_after = now - time::Duration::days(1);
+    let expired = params.self_signed(&key).unwrap().pem();
+    std::fs::write(dir.join("admin.pem"), &expired).unwrap();
+
+    let server = Server::start(&dir);
+    let reissued = std::fs::read_to_string(dir.join("admin.pem")).unwrap();
+    assert_ne!(reissued, expired, "expired: re-issued at start");
+    let mut c = server.client().await;
+    let all = list_all(&mut c, 100, 0).await;
+    assert_eq!(all.iter().filter(|i| i.requester == "ca-server:admin-credential").count(), 2);
+}
