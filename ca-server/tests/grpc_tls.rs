@@ -248,3 +248,42 @@ async fn serve_reissues_an_expired_admin_credential() {
     let all = list_all(&mut c, 100, 0).await;
     assert_eq!(all.iter().filter(|i| i.requester == "ca-server:admin-credential").count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_client_certificate_of_this_ca_names_its_dns_identity_and_server_only_ones_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let mut admin = server.client().await;
+    // (key PEM, chain PEM) for `name` from `profile`, issued over gRPC with the admin credential.
+    let mut issue = async |name: &str, profile: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let csr = params.serialize_request(&key).unwrap().der().to_vec();
+        let r = admin
+            .sign_csr(SignCsrRequest { csr, profile: profile.into(), validity_seconds: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        (key.serialize_pem(), r.certificate_pem)
+    };
+
+    let (key, chain) = issue("svc.example.internal", "client").await;
+    let ch = Endpoint::from_shared(server.grpc.clone())
+        .unwrap()
+        .tls_config(server.ca_only_tls().identity(Identity::from_pem(chain, key)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut svc = CertificateAuthorityClient::new(ch);
+    let r = svc.sign_csr(sign_request()).await.unwrap().into_inner();
+    let info = svc.get_certificate(GetCertificateRequest { serial: r.serial }).await.unwrap().into_inner();
+    assert_eq!(info.certificate.unwrap().requester, "grpc:svc.example.internal", "the first DNS SAN");
+
+    // serverAuth only: not a client certificate.
+    let (key, chain) = issue("web.example.internal", "server").await;
+    let err = first_rpc(&server, server.ca_only_tls().identity(Identity::from_pem(chain, key)))
+        .await
+        .expect_err("a server-only certificate");
+    eprintln!("refused: {err}");
+}
