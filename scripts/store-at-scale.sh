@@ -5,8 +5,9 @@
 #
 #   scripts/store-at-scale.sh STORE_DIR [extra serve args, e.g. --config c64.toml]
 #
-# STORE_DIR is left untouched (fill one with `ca-server serve --data-dir D` and
-# `ca-loadtest grpc-sign -n 1000000 -c 256 -k 2 --csrs 4000`); the copy goes to a temp dir.
+# STORE_DIR is left untouched (fill one with `ca-server serve --insecure-grpc --data-dir D`
+# and `ca-loadtest grpc-sign -n 1000000 -c 256 -k 2 --csrs 4000`); the copy goes to a temp dir.
+# gRPC is plaintext (--insecure-grpc): ca-loadtest speaks http:// only.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/target/release"
@@ -31,7 +32,7 @@ start() {
   local label=$1 log=$2; shift 2
   local t0 t1
   t0=$(date +%s.%N)
-  "$BIN/ca-server" serve --data-dir "$D" "$@" >"$log.out" 2>"$log" &
+  "$BIN/ca-server" serve --insecure-grpc --data-dir "$D" "$@" >"$log.out" 2>"$log" &
   pid=$!
   health "$pid" || { echo "ca-server did not start:"; cat "$log"; exit 1; }
   t1=$(date +%s.%N)

@@ -181,8 +181,9 @@ fn check_uri(u: &str) -> Result<String, Error> {
     if ok { Ok(u.to_string()) } else { Err(Error::BadNames(format!("URI SAN {u:?} is not an absolute URI"))) }
 }
 
-/// A fresh ECDSA P-256 key and a CSR for `names` (DNS names or IP addresses), for the
-/// certificates the CA issues to its own listeners. Returns (PKCS#8 DER, CSR DER).
+/// A fresh ECDSA P-256 key and a CSR for `names` (DNS names, IP addresses or URIs such as
+/// `spiffe://ca-server/admin`), for the certificates the CA issues to its own listeners and
+/// its admin credential. Returns (PKCS#8 DER, CSR DER).
 pub fn self_request(names: &[String]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let key = crate::keys::generate(crate::keys::KeyAlgorithm::EcdsaP256)?;
     let pair = rcgen::KeyPair::try_from(key.der()).map_err(|e| Error::Key(e.to_string()))?;
@@ -191,6 +192,11 @@ pub fn self_request(names: &[String]) -> Result<(Vec<u8>, Vec<u8>), Error> {
         .iter()
         .map(|n| match n.parse::<std::net::IpAddr>() {
             Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) if n.contains("://") => n
+                .clone()
+                .try_into()
+                .map(rcgen::SanType::URI)
+                .map_err(|_| Error::BadNames(format!("{n:?} is not IA5 (ASCII)"))),
             Err(_) => n
                 .clone()
                 .try_into()

@@ -44,6 +44,14 @@ impl DataDir {
     pub fn chain_pem(&self) -> PathBuf {
         self.0.join("chain.pem")
     }
+    /// The admin client credential's certificate chain (leaf, issuing CA, root).
+    pub fn admin_pem(&self) -> PathBuf {
+        self.0.join("admin.pem")
+    }
+    /// Its PKCS#8 key (mode 0600).
+    pub fn admin_key(&self) -> PathBuf {
+        self.0.join("admin.key")
+    }
 }
 
 /// Open the store of a data dir, with an error that says what to do when another process
@@ -144,7 +152,7 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
     write_atomic(path, bytes, 0o600)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut opts = fs::OpenOptions::new();

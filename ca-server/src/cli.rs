@@ -48,6 +48,10 @@ pub enum Command {
         /// Base URL written into certificates' CRL and OCSP/caIssuers URLs [default: http://HTTP_ADDR]
         #[arg(long)]
         public_url: Option<String>,
+        /// Serve gRPC in plaintext with no authentication (as `[grpc] insecure = true`);
+        /// the default is TLS with client certificates from this CA required.
+        #[arg(long)]
+        insecure_grpc: bool,
         #[command(flatten)]
         acme: AcmeArgs,
     },
@@ -83,20 +87,42 @@ pub enum Command {
     },
     /// ACME operator commands (EAB keys, ARI renewal windows), over gRPC to a running server.
     Acme {
-        /// Server gRPC address.
-        #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        conn: ConnArgs,
         #[command(subcommand)]
         command: AcmeCommand,
     },
     /// A gRPC client for people.
     Client {
-        /// Server address.
-        #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        conn: ConnArgs,
         #[command(subcommand)]
         command: ClientCommand,
     },
+}
+
+/// How `ca-server client` and `ca-server acme` reach the gRPC listener.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Server gRPC address: `https://` for TLS with a client certificate (the default),
+    /// `http://` for a server started with --insecure-grpc.
+    #[arg(long, global = true, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    /// Data directory holding admin.pem, admin.key and root.pem.
+    #[arg(long, global = true, env = "CA_DATA_DIR", default_value = "ca-data")]
+    pub data_dir: PathBuf,
+    /// Client certificate chain (PEM) [default: DATA_DIR/admin.pem]
+    #[arg(long, global = true)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM) [default: DATA_DIR/admin.key]
+    #[arg(long, global = true)]
+    pub key: Option<PathBuf>,
+    /// CA certificate(s) to verify the server with (PEM) [default: DATA_DIR/root.pem]
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// Name the server's certificate must carry.
+    #[arg(long, global = true, default_value = "localhost")]
+    pub server_name: String,
 }
 
 #[derive(Subcommand, Debug)]

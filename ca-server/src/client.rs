@@ -7,13 +7,45 @@ use ca_proto::convert;
 use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use ca_proto::v1::*;
 use serde_json::json;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::cli::ClientCommand;
+use crate::cli::{ClientCommand, ConnArgs};
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
-pub async fn run(addr: &str, cmd: ClientCommand) -> Result<(), BoxErr> {
-    let mut c = CertificateAuthorityClient::connect(addr.to_string()).await?;
+/// A channel to the server: plaintext for an `http://` address, else TLS presenting the
+/// client certificate (by default the data dir's admin credential).
+pub async fn channel(conn: &ConnArgs) -> Result<Channel, BoxErr> {
+    let endpoint =
+        Endpoint::from_shared(conn.addr.clone()).map_err(|e| format!("bad --addr {:?}: {e}", conn.addr))?;
+    if conn.addr.starts_with("http://") {
+        return Ok(endpoint.connect().await?);
+    }
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).map_err(|e| {
+            format!(
+                "reading the {what} {}: {e} (use --data-dir, --cert/--key/--ca, or an http:// --addr for a server started with --insecure-grpc)",
+                p.display()
+            )
+        })
+    };
+    let dir = &conn.data_dir;
+    let cert = read(&conn.cert.clone().unwrap_or_else(|| dir.join("admin.pem")), "client certificate")?;
+    let key = read(&conn.key.clone().unwrap_or_else(|| dir.join("admin.key")), "client key")?;
+    let ca = read(&conn.ca.clone().unwrap_or_else(|| dir.join("root.pem")), "CA certificate")?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(conn.server_name.clone());
+    Ok(endpoint
+        .tls_config(tls)?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {}: {e:?}", conn.addr))?)
+}
+
+pub async fn run(conn: &ConnArgs, cmd: ClientCommand) -> Result<(), BoxErr> {
+    let mut c = CertificateAuthorityClient::new(channel(conn).await?);
     match cmd {
         ClientCommand::Sign { csr, profile, validity, out } => {
             let csr = std::fs::read(&csr).map_err(|e| format!("reading {}: {e}", csr.display()))?;
@@ -95,10 +127,10 @@ pub async fn run(addr: &str, cmd: ClientCommand) -> Result<(), BoxErr> {
 }
 
 /// `ca-server acme ...`.
-pub async fn acme(addr: &str, cmd: crate::cli::AcmeCommand) -> Result<(), BoxErr> {
+pub async fn acme(conn: &ConnArgs, cmd: crate::cli::AcmeCommand) -> Result<(), BoxErr> {
     use crate::cli::{AcmeCommand, EabCommand};
     use ca_proto::v1::acme_admin_client::AcmeAdminClient;
-    let mut c = AcmeAdminClient::connect(addr.to_string()).await?;
+    let mut c = AcmeAdminClient::new(channel(conn).await?);
     match cmd {
         AcmeCommand::Eab { command: EabCommand::Add { name, allowed_dns, allowed_ips, profiles } } => {
             let r = c

@@ -27,6 +27,19 @@ pub struct Config {
     pub revocation: crate::revocation::RevocationConfig,
     pub storage: StorageConfig,
     pub acme: crate::acme::AcmeConfig,
+    pub grpc: GrpcConfig,
+}
+
+/// `[grpc]`: how the gRPC listener is secured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Plaintext gRPC with no authentication (`--insecure-grpc`). Off by default: TLS with
+    /// client certificates from this CA required.
+    pub insecure: bool,
+    /// Names in the listener's self-issued certificate [default: the listener's IP and
+    /// `localhost`].
+    pub tls_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,6 +68,7 @@ impl Default for Config {
             revocation: Default::default(),
             storage: StorageConfig::default(),
             acme: Default::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 }
@@ -159,8 +173,20 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.profiles.names().collect::<Vec<_>>(), ["server", "short"]);
         assert_eq!(cfg.profiles.describe("short").as_deref(), Some("one-hour client certificates"));
-        let err = load_text("[profiles.server]\nusages = [\"server-auth\"]\nbogus = 1\n").unwrap_err().to_string();
+        let err =
+            load_text("[profiles.server]\nusages = [\"server-auth\"]\nbogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn grpc_section_is_read_and_tls_is_the_default() {
+        let cfg =
+            load_text("[grpc]\ninsecure = true\ntls_names = [\"ca.internal\", \"10.0.0.5\"]\n").unwrap();
+        assert!(cfg.grpc.insecure);
+        assert_eq!(cfg.grpc.tls_names, ["ca.internal", "10.0.0.5"]);
+        let default = load_text("").unwrap();
+        assert!(!default.grpc.insecure && default.grpc.tls_names.is_empty());
+        assert!(load_text("[grpc]\nplaintext = true\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -24,8 +24,37 @@ pub struct CaService {
 /// Largest `page_size` honoured by ListCertificates.
 const MAX_PAGE: u32 = 1000;
 
-fn peer<T>(req: &Request<T>) -> String {
+/// Who made a request, as recorded in the log: `grpc:<identity>` from the client
+/// certificate (its URI SAN, else its first DNS SAN, else its CN), or `grpc:<peer ip>` on a
+/// plaintext (`--insecure-grpc`) listener.
+pub fn requester<T>(req: &Request<T>) -> String {
+    if let Some(id) = req.peer_certs().and_then(|chain| chain.first().and_then(|leaf| cert_identity(leaf))) {
+        return format!("grpc:{id}");
+    }
     req.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()))
+}
+
+/// A certificate's identity: its URI SAN, else its first DNS SAN, else its CN.
+fn cert_identity(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let names = &san.value.general_names;
+        let uri = names.iter().find_map(|n| match n {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        });
+        let dns = || {
+            names.iter().find_map(|n| match n {
+                GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+        };
+        if let Some(id) = uri.or_else(dns) {
+            return Some(id);
+        }
+    }
+    cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string)
 }
 
 /// Log every call with its method, outcome and duration: failures at INFO, successes at
@@ -151,13 +180,13 @@ type RecordStream = Pin<Box<dyn Stream<Item = Result<LogRecord, Status>> + Send>
 impl CertificateAuthority for CaService {
     async fn sign_csr(&self, request: Request<SignCsrRequest>) -> Result<Response<SignCsrResponse>, Status> {
         let t = Instant::now();
-        let who = peer(&request);
+        let who = requester(&request);
         finish("SignCsr", t, self.sign(who, request.into_inner()).await)
     }
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
         let t = Instant::now();
-        let who = peer(&request);
+        let who = requester(&request);
         finish("Revoke", t, CaService::revoke(self, who, request.into_inner()).await)
     }
 

@@ -42,7 +42,7 @@ fn runtime(
 
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
-        Command::Serve { dir, grpc_addr, http_addr, public_url, acme } => {
+        Command::Serve { dir, grpc_addr, http_addr, public_url, insecure_grpc, acme } => {
             let mut config = dir.resolve()?;
             if let Some(a) = grpc_addr {
                 config.grpc_addr = a;
@@ -52,6 +52,9 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             }
             if public_url.is_some() {
                 config.public_url = public_url;
+            }
+            if insecure_grpc {
+                config.grpc.insecure = true;
             }
             acme.apply(&mut config.acme);
             runtime(Some(config.io_threads()))?.block_on(async {
@@ -90,12 +93,12 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             offline::events(&dir.resolve()?.data_dir, from)?;
             Ok(0)
         }
-        Command::Acme { addr, command } => {
-            runtime(None)?.block_on(client::acme(&addr, command))?;
+        Command::Acme { conn, command } => {
+            runtime(None)?.block_on(client::acme(&conn, command))?;
             Ok(0)
         }
-        Command::Client { addr, command } => {
-            runtime(None)?.block_on(client::run(&addr, command))?;
+        Command::Client { conn, command } => {
+            runtime(None)?.block_on(client::run(&conn, command))?;
             Ok(0)
         }
     }

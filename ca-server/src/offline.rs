@@ -36,9 +36,18 @@ pub fn init(
     if store.ca()?.is_some() {
         return Err(AppError::Config(format!("{} already holds a CA", dir.display())));
     }
-    app::ensure_ca(&store, dir, &config, material)?;
+    let (ca, _) = app::ensure_ca(&store, dir, &config, material)?;
+    let urls = ca_core::issue::PublicUrls::from_base(&config.public_url(config.http_addr))?;
+    let policy = ca_core::policy::Policy::new(config.policy.clone())?;
+    let authority = ca_core::issue::Authority::new(ca, policy, config.profiles.clone(), &urls)?;
+    crate::credential::issue_offline(&store, dir, &authority)?;
     store.flush()?;
     println!("initialized CA in {}; root certificate: {}", dir.display(), dir.join("root.pem").display());
+    println!(
+        "admin client credential: {} and {} (used by `ca-server client` and `ca-server acme`)",
+        dir.join("admin.pem").display(),
+        dir.join("admin.key").display()
+    );
     Ok(())
 }
 

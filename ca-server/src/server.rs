@@ -88,6 +88,17 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tracing::info!(root = %config.data_dir.join("root.pem").display(), "created a new CA");
     }
     let app = Arc::new(App::new(&config, store, ca, public_url.clone())?);
+    match crate::credential::ensure(&app).await {
+        Ok(true) => tracing::info!(
+            cert = %config.data_dir.join("admin.pem").display(),
+            identity = crate::credential::ADMIN_IDENTITY,
+            "issued the admin client credential"
+        ),
+        Ok(false) => {}
+        // Plaintext gRPC does not need it; TLS without it would lock every client out.
+        Err(e) if config.grpc.insecure => tracing::warn!(error = %e, "no admin client credential"),
+        Err(e) => return Err(e),
+    }
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -113,23 +124,41 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let admin = ca_proto::v1::acme_admin_server::AcmeAdminServer::new(crate::acme::admin::AcmeAdminService {
         acme: acme.clone(),
     });
-    // TCP_NODELAY: without it Nagle adds tens of milliseconds to small unary replies.
-    // CoalescingIo: one write per scheduler round instead of about two per response.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .map(|conn| conn.map(ca_proto::io::CoalescingIo::new));
+    let grpc_tls = if config.grpc.insecure {
+        tracing::warn!(
+            %grpc_addr,
+            "gRPC is plaintext and unauthenticated (--insecure-grpc): anyone who can reach it can issue and revoke"
+        );
+        None
+    } else {
+        Some(crate::tls::grpc_server_config(&app, &config.grpc, grpc_addr, rx.clone()).await?)
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(svc)
+        .add_service(admin);
     let mut grpc_rx = rx.clone();
+    let accept_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(svc)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_rx.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|e| AppError::Io(format!("gRPC server: {e}")))
+        let stop = async move {
+            let _ = grpc_rx.wait_for(|s| *s).await;
+        };
+        let served = match grpc_tls {
+            // TCP_NODELAY: without it Nagle adds tens of milliseconds to small unary replies.
+            // CoalescingIo: one write per scheduler round instead of about two per response.
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+                    .with_nodelay(Some(true))
+                    .map(|conn| conn.map(ca_proto::io::CoalescingIo::new));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            Some(tls) => {
+                let incoming = crate::tls::accept_tls(grpc_listener, tls, accept_rx);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
+        served.map_err(|e| AppError::Io(format!("gRPC server: {e}")))
     }));
 
     let router = crate::http::router(app.clone());
@@ -147,7 +176,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .map_err(|e| AppError::Io(format!("HTTP server: {e}")))
     }));
 
-    tracing::info!(%grpc_addr, %http_addr, ?acme_addr, %public_url, "ca-server listening");
+    let grpc_security = if config.grpc.insecure { "plaintext" } else { "mtls" };
+    tracing::info!(%grpc_addr, grpc_security, %http_addr, ?acme_addr, %public_url, "ca-server listening");
     Ok(Running { grpc_addr, http_addr, acme_addr, acme, app, shutdown, tasks })
 }
 

@@ -14,7 +14,7 @@ fn cli_client_signs_gets_revokes_and_lists() {
     let work = tmp.path();
     openssl_p256_csr(work, "k.pem", "r.csr", "/CN=cli.example.internal", &[]);
     let client = |args: &[&str]| {
-        run(Command::new(BIN).arg("client").args(["--addr", &server.grpc]).args(args).current_dir(work))
+        run(Command::new(BIN).arg("client").args(server.cli_conn()).args(args).current_dir(work))
     };
 
     let (ok, out) = client(&["sign", "--csr", "r.csr", "--profile", "server-client", "--out", "cert.pem"]);
@@ -89,5 +89,5 @@ fn init_creates_keys_0600_and_refuses_a_second_ca() {
     let (ok, out) = run(Command::new(BIN).args(["events", "--data-dir"]).arg(&dir2));
     assert!(ok && out.contains("\"imported\":true") && out.contains("ecdsa-p384"), "{out}");
     let (ok, out) = run(Command::new(BIN).args(["audit", "rebuild", "--data-dir"]).arg(&dir2));
-    assert!(ok && out.contains("rebuilt projections from 1 records"), "{out}");
+    assert!(ok && out.contains("rebuilt projections from 2 records"), "{out}");
 }

@@ -275,6 +275,10 @@ async fn state_survives_kill_9_and_the_chain_detects_tampering() {
         prev = rec.hash.clone();
         match rec.event.unwrap().kind.unwrap() {
             event::Kind::CaInitialized(_) => kinds.push("ca".to_string()),
+            // The CA's own: the admin credential and each start's gRPC listener certificate.
+            event::Kind::CertificateIssued(i) if i.requester.starts_with("ca-server:") => {
+                kinds.push(i.requester)
+            }
             event::Kind::CertificateIssued(i) => kinds.push(format!("issued:{}", hex::encode(i.serial))),
             event::Kind::CertificateRevoked(r) => {
                 kinds.push(format!("revoked:{}:{}", hex::encode(r.serial), r.reason))
@@ -287,9 +291,12 @@ async fn state_survives_kill_9_and_the_chain_detects_tampering() {
         kinds,
         vec![
             "ca".into(),
+            "ca-server:admin-credential".into(),
+            "ca-server:grpc-tls".into(),
             format!("issued:{}", a.serial),
             format!("issued:{}", b.serial),
-            format!("revoked:{}:1", a.serial)
+            format!("revoked:{}:1", a.serial),
+            "ca-server:grpc-tls".into(),
         ]
     );
     // A live event arrives on the same stream.
@@ -323,7 +330,8 @@ async fn state_survives_kill_9_and_the_chain_detects_tampering() {
     assert_eq!(revs.len(), 1);
     assert_eq!(revs[0]["event"]["reason"], "keyCompromise");
     assert_eq!(revs[0]["event"]["serial"], a.serial.as_str());
-    assert_eq!(lines.iter().filter(|l| l["event"]["kind"] == "certificate_issued").count(), 3);
+    // a, b and the live one, plus the admin credential and two starts' listener certificates.
+    assert_eq!(lines.iter().filter(|l| l["event"]["kind"] == "certificate_issued").count(), 6);
     let tamper_seq = lines
         .iter()
         .find(|l| l["event"]["kind"] == "certificate_issued")
@@ -380,6 +388,9 @@ async fn concurrent_signing_gives_distinct_serials_and_one_event_each() {
     for i in list_all(&mut c, 37, 0).await {
         assert!(listed.insert(i.serial));
     }
+    // The CA's own two (admin credential, gRPC listener) are listed too.
+    assert_eq!(listed.len(), serials.len() + 2);
+    listed.retain(|s| serials.contains(s));
     assert_eq!(listed, serials);
     let revoked = c
         .list_certificates(ListCertificatesRequest {
@@ -425,7 +436,7 @@ async fn a_full_signing_queue_answers_resource_exhausted() {
 async fn health_reflection_and_metrics_are_served() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
-    let ch = tonic::transport::Channel::from_shared(server.grpc.clone()).unwrap().connect().await.unwrap();
+    let ch = server.channel().await;
     let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
     let r = h
         .check(tonic_health::pb::HealthCheckRequest { service: "ca.v1.CertificateAuthority".into() })
@@ -439,7 +450,8 @@ async fn health_reflection_and_metrics_are_served() {
     assert_eq!(st, 200);
     let text = String::from_utf8(body).unwrap();
     for m in [
-        "ca_certificates_issued_total 0",
+        // The CA's own: the admin credential and the gRPC listener's certificate.
+        "ca_certificates_issued_total 2",
         "ca_log_batches_total",
         "ca_sign_duration_seconds_bucket",
         "ca_signing_queue_depth 0",

@@ -13,7 +13,8 @@ use common::Server;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lean_h2_client_gets_what_tonic_gets() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(&dir.path().join("data"));
+    // The lean client speaks plaintext h2 only.
+    let srv = Server::start_with(&dir.path().join("data"), &["--insecure-grpc"]);
     let csrs = ca_loadtest::csrs::generate(24, "example.internal", 2, false).unwrap();
 
     let channels =

@@ -84,7 +84,7 @@ impl LoadArgs {
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct GrpcSignArgs {
-    /// gRPC endpoint of the CA.
+    /// gRPC endpoint of the CA, plaintext (a ca-server started with --insecure-grpc).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
     /// gRPC client: `h2` (lean, straight on the h2 crate: the generator takes less of the

@@ -41,7 +41,9 @@ impl H2Channel {
     pub async fn connect(addr: &str) -> Result<Self, String> {
         let uri: Uri = addr.parse().map_err(|e| format!("invalid gRPC address {addr:?}: {e}"))?;
         if uri.scheme_str() != Some("http") {
-            return Err(format!("--client h2 speaks plaintext HTTP/2 only (http://), not {addr:?}"));
+            return Err(format!(
+                "--client h2 speaks plaintext HTTP/2 only (http://, a ca-server started with --insecure-grpc), not {addr:?}"
+            ));
         }
         let authority = uri.authority().ok_or_else(|| format!("no host:port in {addr:?}"))?.clone();
         let host_port = if authority.port_u16().is_some() {

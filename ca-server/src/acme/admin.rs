@@ -80,8 +80,7 @@ impl AcmeAdmin for AcmeAdminService {
         request: Request<SetRenewalWindowRequest>,
     ) -> Result<Response<SetRenewalWindowResponse>, Status> {
         let acme = self.acme()?;
-        let peer =
-            request.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()));
+        let peer = crate::grpc::requester(&request);
         let r = request.into_inner();
         let serial = ca_core::Serial::from_hex(&r.serial).map_err(AppError::from)?;
         if r.end_unix <= r.start_unix {

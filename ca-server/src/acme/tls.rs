@@ -4,75 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::{App, now_unix};
+use crate::app::App;
 use crate::error::AppError;
-
-/// TLS handshakes must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The listener's current certificate; swapped on renewal.
-#[derive(Debug)]
-pub struct SwappableCert(RwLock<Arc<CertifiedKey>>);
-
-impl ResolvesServerCert for SwappableCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
-    }
-}
-
-impl SwappableCert {
-    fn set(&self, k: CertifiedKey) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(k);
-    }
-}
-
-fn certified(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<CertifiedKey, AppError> {
-    let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map_err(|e| AppError::Config(format!("ACME TLS key: {e}")))
-}
-
-/// Issue the listener a certificate through the shared issuance path (so it is in the
-/// log), returning it and when it should be renewed.
-async fn self_issue(app: &Arc<App>, names: &[String]) -> Result<(CertifiedKey, i64), AppError> {
-    let (key, csr) = ca_core::csr::self_request(names)?;
-    let issued = app
-        .issue_with(
-            move |authority| {
-                let checked = ca_core::csr::check(&csr, authority.policy())?;
-                // The `server` profile when configured, else the default one.
-                let (profile, p) =
-                    authority.profiles().get("server").or_else(|_| authority.profiles().get(""))?;
-                Ok(authority.sign_checked(
-                    &checked,
-                    profile,
-                    p.default_validity_secs,
-                    "ca-server:acme-tls",
-                    now_unix(),
-                )?)
-            },
-            |issued| (vec![], (issued.certificate_der.clone(), issued.not_before, issued.not_after)),
-        )
-        .await?;
-    let (der, nb, na) = issued;
-    let chain = vec![CertificateDer::from(der), CertificateDer::from(app.authority.ca().cert_der.clone())];
-    let ck = certified(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))?;
-    Ok((ck, nb + (na - nb) * 2 / 3))
-}
+use crate::tls::{HANDSHAKE_TIMEOUT, SwappableCert, certified, default_names, self_issued_resolver};
 
 fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, AppError> {
     let chain = CertificateDer::pem_file_iter(cert)
@@ -80,16 +25,7 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, AppError> {
         .map_err(|e| AppError::Config(format!("[acme] tls_cert {}: {e}", cert.display())))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| AppError::Config(format!("[acme] tls_key {}: {e}", key.display())))?;
-    certified(chain, key)
-}
-
-/// The TLS names by default: the listener's IP and `localhost`.
-pub fn default_names(addr: SocketAddr) -> Vec<String> {
-    let mut v = vec!["localhost".to_string()];
-    if !addr.ip().is_unspecified() {
-        v.insert(0, addr.ip().to_string());
-    }
-    v
+    certified(chain, key, "ACME")
 }
 
 /// The server's TLS config and, for a self-issued certificate, the renewal task.
@@ -97,46 +33,21 @@ pub async fn tls_config(
     app: &Arc<App>,
     cfg: &crate::acme::AcmeConfig,
     bound: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<rustls::ServerConfig>, AppError> {
-    let resolver = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Arc::new(SwappableCert(RwLock::new(Arc::new(load_pair(c, k)?)))),
+    let resolver: Arc<SwappableCert> = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Arc::new(SwappableCert::new(load_pair(c, k)?)),
         (None, None) => {
             let names = if cfg.tls_names.is_empty() { default_names(bound) } else { cfg.tls_names.clone() };
-            let (ck, renew_at) = self_issue(app, &names).await?;
-            let r = Arc::new(SwappableCert(RwLock::new(Arc::new(ck))));
-            let (app, r2) = (Arc::clone(app), Arc::clone(&r));
-            tokio::spawn(async move {
-                let mut renew_at = renew_at;
-                loop {
-                    let wait = Duration::from_secs(u64::try_from(renew_at - now_unix()).unwrap_or(0).max(1));
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    match self_issue(&app, &names).await {
-                        Ok((ck, next)) => {
-                            r2.set(ck);
-                            renew_at = next;
-                            tracing::info!("ACME listener certificate renewed");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ACME listener certificate renewal failed; retrying in 60 s");
-                            renew_at = now_unix() + 60;
-                        }
-                    }
-                }
-            });
-            r
+            self_issued_resolver(app, names, "ca-server:acme-tls", "acme", shutdown).await?
         }
         _ => return Err(AppError::Config("[acme] tls_cert and tls_key go together".into())),
     };
-    let mut sc =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AppError::Config(format!("TLS: {e}")))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+    let mut sc = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AppError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(sc))
 }

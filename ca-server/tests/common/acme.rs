@@ -252,7 +252,8 @@ pub fn problem_type(e: &instant_acme::Error) -> String {
 /// Run `ca-server acme ...` against the env's gRPC listener; stdout.
 pub fn acme_cli(env: &AcmeEnv, args: &[&str]) -> String {
     let out = Command::new(super::BIN)
-        .args(["acme", "--addr", &env.server.grpc])
+        .arg("acme")
+        .args(env.server.cli_conn())
         .args(args)
         .output()
         .expect("run ca-server acme");

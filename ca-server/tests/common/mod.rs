@@ -78,8 +78,9 @@ impl Server {
                 .unwrap_or_else(|| panic!("no {k} in ready line {line:?}"))
                 .to_string()
         };
+        let scheme = if extra.contains(&"--insecure-grpc") { "http" } else { "https" };
         Server {
-            grpc: format!("http://{}", field("grpc=")),
+            grpc: format!("{scheme}://{}", field("grpc=")),
             http: field("http="),
             acme: line.split_whitespace().find_map(|w| w.strip_prefix("acme=")).unwrap_or("").to_string(),
             child,
@@ -87,8 +88,41 @@ impl Server {
         }
     }
 
+    /// A tonic client: over TLS with the admin credential from the data dir, or plaintext
+    /// for a server started with `--insecure-grpc`.
     pub async fn client(&self) -> CertificateAuthorityClient<Channel> {
-        CertificateAuthorityClient::connect(self.grpc.clone()).await.expect("connect gRPC")
+        CertificateAuthorityClient::new(self.channel().await)
+    }
+
+    /// A channel as [`Server::client`] uses.
+    pub async fn channel(&self) -> Channel {
+        let mut ep = tonic::transport::Endpoint::from_shared(self.grpc.clone()).expect("gRPC address");
+        if self.grpc.starts_with("https://") {
+            ep = ep.tls_config(self.admin_tls()).expect("TLS config");
+        }
+        ep.connect().await.expect("connect gRPC")
+    }
+
+    /// TLS client settings with the server's admin credential and root.
+    pub fn admin_tls(&self) -> tonic::transport::ClientTlsConfig {
+        self.ca_only_tls().identity(tonic::transport::Identity::from_pem(
+            std::fs::read(self.dir.join("admin.pem")).expect("admin.pem"),
+            std::fs::read(self.dir.join("admin.key")).expect("admin.key"),
+        ))
+    }
+
+    /// TLS client settings that trust the server's root but present no certificate.
+    pub fn ca_only_tls(&self) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(self.dir.join("root.pem")).expect("root.pem"),
+            ))
+            .domain_name("localhost")
+    }
+
+    /// `--addr ADDR --data-dir DIR`, for `ca-server client` and `ca-server acme`.
+    pub fn cli_conn(&self) -> Vec<String> {
+        vec!["--addr".into(), self.grpc.clone(), "--data-dir".into(), self.dir.display().to_string()]
     }
 
     /// SIGKILL: no shutdown hooks, no final flush.
