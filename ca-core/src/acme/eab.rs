@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use super::jws::{Flattened, required_str};
 use super::{Jwk, JwsError, b64u_decode};
+use crate::UnixSeconds;
+use crate::event::Event;
 
 /// The `externalAccountBinding` member of a newAccount payload, parsed, not yet verified.
 #[derive(Debug, Clone)]
@@ -84,6 +86,40 @@ fn prefix(what: &str, e: JwsError) -> JwsError {
         JwsError::Malformed(m) => JwsError::Malformed(format!("{what}: {m}")),
         other => other,
     }
+}
+
+/// An External Account Binding key's public part (the HMAC secret is kept apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EabKey {
+    pub kid: String,
+    pub name: String,
+    pub allowed_dns: Vec<String>,
+    pub allowed_ips: Vec<String>,
+    pub profiles: Vec<String>,
+    pub created_at: UnixSeconds,
+    pub revoked: bool,
+}
+
+pub fn fold_eab<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<EabKey> {
+    let mut key: Option<EabKey> = None;
+    for e in events {
+        match (e, key.as_mut()) {
+            (Event::EabKeyCreated(c), None) => {
+                key = Some(EabKey {
+                    kid: c.kid.clone(),
+                    name: c.name.clone(),
+                    allowed_dns: c.allowed_dns.clone(),
+                    allowed_ips: c.allowed_ips.clone(),
+                    profiles: c.profiles.clone(),
+                    created_at: c.created_at,
+                    revoked: false,
+                })
+            }
+            (Event::EabKeyRevoked(_), Some(k)) => k.revoked = true,
+            _ => {}
+        }
+    }
+    key
 }
 
 #[cfg(test)]

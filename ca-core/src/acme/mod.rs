@@ -8,6 +8,7 @@
 //! RFC 8555 7.3.4). It does no I/O: nonces, account lookup and body size limits belong to
 //! the HTTP layer, which maps [`JwsError`] to ACME problem types.
 
+pub mod ari;
 pub mod eab;
 pub mod event;
 pub mod index;

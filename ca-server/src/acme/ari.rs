@@ -7,9 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use ca_core::Serial;
+use ca_core::acme::ari;
 use ca_core::acme::event::Identifier;
 use ca_core::acme::index::AcmeKey;
-use ca_core::acme::model::{self, Account};
+use ca_core::acme::model::Account;
 use ca_core::acme::problem::Problem;
 use ca_core::acme::{b64u, b64u_decode};
 use serde_json::json;
@@ -67,8 +68,8 @@ pub async fn renewal_info(
         .store
         .cert(&serial)?
         .ok_or_else(|| AcmeError::not_found(format!("no certificate {cert_id}")))?;
-    let ari = model::fold_cert_ari(&acme.events_of(&AcmeKey::Cert(serial.clone()))?);
-    let (start, end) = model::suggested_window(
+    let ari = ari::fold_cert_ari(&acme.events_of(&AcmeKey::Cert(serial.clone()))?);
+    let (start, end) = ari::suggested_window(
         rec.issued.not_before,
         rec.issued.not_after,
         rec.revoked.is_some(),

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use ca_core::Event;
+use ca_core::acme::eab::{EabKey, fold_eab};
 use ca_core::acme::index::AcmeKey;
-use ca_core::acme::model::{self, EabKey};
 use ca_core::acme::{b64u, b64u_decode};
 use ca_core::event::{EabKeyCreated, EabKeyRevoked};
 use ca_core::policy::{IpNet, Policy, PolicyConfig};
@@ -64,7 +64,7 @@ pub struct NewEabKey {
 
 impl Acme {
     pub fn eab_key(&self, kid: &str) -> Result<Option<EabKey>, AppError> {
-        Ok(model::fold_eab(&self.events_of_app(&AcmeKey::Eab(kid.to_string()))?))
+        Ok(fold_eab(&self.events_of_app(&AcmeKey::Eab(kid.to_string()))?))
     }
 
     fn events_of_app(&self, key: &AcmeKey) -> Result<Vec<Event>, AppError> {
@@ -83,7 +83,7 @@ impl Acme {
             };
             by_kid.entry(kid).or_default().push(e);
         }
-        Ok(by_kid.values().filter_map(model::fold_eab).collect())
+        Ok(by_kid.values().filter_map(fold_eab).collect())
     }
 
     /// Create a key: check its policy, keep the secret, record the key. Returns (kid, secret).

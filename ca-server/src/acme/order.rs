@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use ca_core::acme::event::{Identifier, NewAuthorization, OrderCreated};
 use ca_core::acme::index::{AcmeKey, identifier_key};
-use ca_core::acme::model::{self, Account, AuthzStatus, Order, OrderStatus};
+use ca_core::acme::model::{Account, AuthzStatus, Order, OrderStatus};
 use ca_core::acme::problem::Problem;
 use ca_core::policy::{Policy, SanName, normalize_dns};
 use ca_core::{Event, Serial};
@@ -173,7 +173,8 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
 
     let _guard = acme.lock(&acct.id).await;
     if let Some(serial) = &replaces
-        && let Some(by) = model::fold_cert_ari(&acme.events_of(&AcmeKey::Cert(serial.clone()))?).replaced_by
+        && let Some(by) =
+            ca_core::acme::ari::fold_cert_ari(&acme.events_of(&AcmeKey::Cert(serial.clone()))?).replaced_by
     {
         return Err(AcmeError::new(
             Problem::AlreadyReplaced,
