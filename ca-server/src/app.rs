@@ -195,6 +195,8 @@ pub struct App {
     pub data_dir: PathBuf,
     /// The ACME frontend's counters (rendered with the rest at `/metrics`).
     pub acme_metrics: Arc<crate::acme::metrics::AcmeMetrics>,
+    /// Per-caller authorization on gRPC (`[[authz.rules]]`).
+    pub authz: Arc<crate::authz::Authz>,
 }
 
 impl App {
@@ -215,7 +217,14 @@ impl App {
             &public_url,
             metrics.clone(),
         )?;
+        let authz = Arc::new(crate::authz::Authz::new(
+            &config.authz,
+            &config.policy,
+            config.grpc.insecure,
+            metrics.clone(),
+        )?);
         Ok(App {
+            authz,
             revocation,
             pool: SigningPool::new(config.workers(), config.signing.queue_depth, metrics.clone()),
             store,

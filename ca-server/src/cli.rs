@@ -274,6 +274,24 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 100)]
         page_size: u32,
     },
+    /// Issue a client credential for a workload (run as the admin): the key is generated
+    /// here, the CSR is signed with the `client` profile; writes NAME.pem (leaf and chain)
+    /// and NAME.key (0600). The identity is --spiffe-id, else the DNS name
+    /// NAME.clients.ca-server.internal.
+    IssueCredential {
+        /// The workload's name (letters, digits, `-`): the file names, and the DNS identity
+        /// when --spiffe-id is not given.
+        #[arg(long)]
+        name: String,
+        /// A URI identity such as spiffe://corp.internal/ns/payments/api.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Validity in seconds (0 = the profile default).
+        #[arg(long, default_value_t = 0)]
+        validity: u64,
+    },
     /// Stream log records from a sequence number, then live (JSON lines).
     Watch {
         #[arg(long, default_value_t = 0)]

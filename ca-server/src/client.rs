@@ -111,6 +111,9 @@ pub async fn run(conn: &ConnArgs, cmd: ClientCommand) -> Result<(), BoxErr> {
                 token = r.next_page_token;
             }
         }
+        ClientCommand::IssueCredential { name, spiffe_id, out_dir, validity } => {
+            issue_credential(&mut c, &name, spiffe_id, &out_dir, validity).await?;
+        }
         ClientCommand::Watch { from } => {
             let mut s = c.watch_events(WatchEventsRequest { from_seq: from }).await?.into_inner();
             while let Some(rec) = s.message().await? {
@@ -123,6 +126,51 @@ pub async fn run(conn: &ConnArgs, cmd: ClientCommand) -> Result<(), BoxErr> {
             }
         }
     }
+    Ok(())
+}
+
+/// The DNS domain of credentials issued without `--spiffe-id`.
+pub const CLIENT_DNS_SUFFIX: &str = "clients.ca-server.internal";
+
+/// `client issue-credential`: key here, CSR signed with the `client` profile, files out.
+async fn issue_credential(
+    c: &mut CertificateAuthorityClient<Channel>,
+    name: &str,
+    spiffe_id: Option<String>,
+    out_dir: &Path,
+    validity: u64,
+) -> Result<(), BoxErr> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        return Err(format!("--name {name:?}: use letters, digits and inner `-` (a DNS label)").into());
+    }
+    let identity = match spiffe_id {
+        Some(u) if u.starts_with("spiffe://") => u,
+        Some(u) => return Err(format!("--spiffe-id {u:?} must be a spiffe:// URI").into()),
+        None => format!("{}.{CLIENT_DNS_SUFFIX}", name.to_ascii_lowercase()),
+    };
+    let (key, csr) = ca_core::csr::self_request(std::slice::from_ref(&identity))?;
+    let r = c
+        .sign_csr(SignCsrRequest {
+            csr,
+            profile: crate::credential::ADMIN_PROFILE.into(),
+            validity_seconds: validity,
+        })
+        .await?
+        .into_inner();
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
+    let key_path = out_dir.join(format!("{name}.key"));
+    let pem_path = out_dir.join(format!("{name}.pem"));
+    crate::app::write_secret(&key_path, pem::encode(&pem::Pem::new("PRIVATE KEY", key)).as_bytes())?;
+    write_out(&pem_path, &r.certificate_pem)?;
+    println!(
+        "{}",
+        json!({ "identity": identity, "serial": r.serial, "cert": pem_path.display().to_string(), "key": key_path.display().to_string() })
+    );
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub acme: crate::acme::AcmeConfig,
     pub grpc: GrpcConfig,
+    /// `[[authz.rules]]`: per-caller authorization on gRPC (`authz.rs`).
+    pub authz: crate::authz::AuthzConfig,
 }
 
 /// `[grpc]`: how the gRPC listener is secured.
@@ -69,6 +71,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             acme: Default::default(),
             grpc: GrpcConfig::default(),
+            authz: Default::default(),
         }
     }
 }

@@ -24,6 +24,10 @@ pub enum AppError {
     Config(String),
     #[error("{0}")]
     Io(String),
+    /// Refused by the authorization rules (`authz.rs`); the message names the caller,
+    /// the rule and what was refused.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("shutting down")]
     ShuttingDown,
 }
@@ -55,6 +59,7 @@ impl From<AppError> for Status {
             },
             AppError::NotFound(m) => Status::not_found(m.clone()),
             AppError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+            AppError::PermissionDenied(m) => Status::permission_denied(m.clone()),
             AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
             AppError::Store(_) | AppError::Config(_) | AppError::Io(_) => internal(&e),

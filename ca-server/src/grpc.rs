@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ca_core::Serial;
-use ca_core::issue::IssueRequest;
 use ca_proto::convert;
 use ca_proto::v1::certificate_authority_server::CertificateAuthority;
 use ca_proto::v1::*;
@@ -15,6 +14,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::app::{App, now_unix};
+use crate::authz::{Caller, Grant};
 use crate::error::AppError;
 
 pub struct CaService {
@@ -28,10 +28,23 @@ const MAX_PAGE: u32 = 1000;
 /// certificate (its URI SAN, else its first DNS SAN, else its CN), or `grpc:<peer ip>` on a
 /// plaintext (`--insecure-grpc`) listener.
 pub fn requester<T>(req: &Request<T>) -> String {
+    caller(req).requester
+}
+
+/// The caller's identity (from its client certificate) and requester, for authorization.
+pub fn caller<T>(req: &Request<T>) -> Caller {
     if let Some(id) = req.peer_certs().and_then(|chain| chain.first().and_then(|leaf| cert_identity(leaf))) {
-        return format!("grpc:{id}");
+        return Caller { requester: format!("grpc:{id}"), identity: Some(id) };
     }
-    req.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()))
+    let requester =
+        req.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()));
+    Caller { identity: None, requester }
+}
+
+/// The rule that applies to the caller of `req`.
+pub fn grant<T>(app: &App, req: &Request<T>) -> (Grant, String) {
+    let c = caller(req);
+    (app.authz.grant(&c), c.requester)
 }
 
 /// A certificate's identity: its URI SAN, else its first DNS SAN, else its CN.
@@ -79,18 +92,27 @@ fn finish<T>(method: &'static str, started: Instant, r: Result<T, AppError>) -> 
 impl CaService {
     /// The hot path: the shared issuance path with the gRPC answer built on the signing
     /// thread and released by the log writer once the certificate's event is durable.
-    async fn sign(&self, requester: String, req: SignCsrRequest) -> Result<SignCsrResponse, AppError> {
+    /// The caller's rule is checked on the signing thread, after the server policy and
+    /// before anything is signed.
+    async fn sign(
+        &self,
+        grant: Grant,
+        requester: String,
+        req: SignCsrRequest,
+    ) -> Result<SignCsrResponse, AppError> {
         let now = now_unix();
+        let authz = Arc::clone(&self.app.authz);
         self.app
             .issue_with(
                 move |authority| {
-                    Ok(authority.issue(IssueRequest {
-                        csr: &req.csr,
-                        profile: &req.profile,
-                        validity_secs: req.validity_seconds,
-                        requester: &requester,
-                        now,
-                    })?)
+                    let (profile_name, profile) = authority.profiles().get(&req.profile)?;
+                    let validity =
+                        profile.validity(req.validity_seconds, authority.policy().max_validity_secs())?;
+                    let csr = ca_core::csr::check(&req.csr, authority.policy())?;
+                    authority.policy().check_names(&csr.names)?;
+                    let validity =
+                        authz.check_sign(&grant, profile_name, &csr.names, req.validity_seconds, validity)?;
+                    Ok(authority.sign_checked(&csr, profile_name, validity, &requester, now)?)
                 },
                 {
                     let app = Arc::clone(&self.app);
@@ -111,7 +133,12 @@ impl CaService {
             .await
     }
 
-    async fn revoke(&self, requester: String, req: RevokeRequest) -> Result<RevokeResponse, AppError> {
+    async fn revoke(
+        &self,
+        grant: Grant,
+        requester: String,
+        req: RevokeRequest,
+    ) -> Result<RevokeResponse, AppError> {
         let serial = Serial::from_hex(&req.serial)?;
         let reason = convert::reason_from_proto(req.reason)?;
         let invalidity_date = (req.invalidity_date_unix != 0).then_some(req.invalidity_date_unix);
@@ -124,10 +151,16 @@ impl CaService {
                     invalidity_date,
                     requester: &requester,
                 },
-                |_| Ok(()),
+                |rec| self.app.authz.check_revoke(&grant, rec),
             )
             .await?;
         Ok(RevokeResponse { revoked_at_unix })
+    }
+
+    /// The caller's rule allows reads.
+    fn read<T>(&self, method: &'static str, req: &Request<T>) -> Result<(), AppError> {
+        let (g, _) = grant(&self.app, req);
+        self.app.authz.check_read(method, &g)
     }
 
     fn get(&self, req: GetCertificateRequest) -> Result<GetCertificateResponse, AppError> {
@@ -180,28 +213,32 @@ type RecordStream = Pin<Box<dyn Stream<Item = Result<LogRecord, Status>> + Send>
 impl CertificateAuthority for CaService {
     async fn sign_csr(&self, request: Request<SignCsrRequest>) -> Result<Response<SignCsrResponse>, Status> {
         let t = Instant::now();
-        let who = requester(&request);
-        finish("SignCsr", t, self.sign(who, request.into_inner()).await)
+        let (grant, who) = grant(&self.app, &request);
+        finish("SignCsr", t, self.sign(grant, who, request.into_inner()).await)
     }
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
         let t = Instant::now();
-        let who = requester(&request);
-        finish("Revoke", t, CaService::revoke(self, who, request.into_inner()).await)
+        let (grant, who) = grant(&self.app, &request);
+        finish("Revoke", t, CaService::revoke(self, grant, who, request.into_inner()).await)
     }
 
     async fn get_certificate(
         &self,
         request: Request<GetCertificateRequest>,
     ) -> Result<Response<GetCertificateResponse>, Status> {
-        finish("GetCertificate", Instant::now(), self.get(request.into_inner()))
+        let t = Instant::now();
+        let r = self.read("GetCertificate", &request).and_then(|()| self.get(request.into_inner()));
+        finish("GetCertificate", t, r)
     }
 
     async fn list_certificates(
         &self,
         request: Request<ListCertificatesRequest>,
     ) -> Result<Response<ListCertificatesResponse>, Status> {
-        finish("ListCertificates", Instant::now(), self.list(request.into_inner()))
+        let t = Instant::now();
+        let r = self.read("ListCertificates", &request).and_then(|()| self.list(request.into_inner()));
+        finish("ListCertificates", t, r)
     }
 
     type WatchEventsStream = RecordStream;
@@ -210,6 +247,9 @@ impl CertificateAuthority for CaService {
         &self,
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        if let Err(e) = self.read("WatchEvents", &request) {
+            return finish("WatchEvents", Instant::now(), Err(e));
+        }
         let from = request.into_inner().from_seq;
         tracing::info!(method = "WatchEvents", from, "grpc stream opened");
         let stream = self.app.store.watch(from).map(|r| match r {

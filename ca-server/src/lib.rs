@@ -2,6 +2,7 @@
 
 pub mod acme;
 pub mod app;
+pub mod authz;
 pub mod cli;
 pub mod client;
 pub mod config;

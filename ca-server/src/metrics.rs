@@ -1,6 +1,8 @@
 //! Counters an operator graphs, rendered in the Prometheus text format at `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -54,9 +56,16 @@ pub struct Metrics {
     pub ocsp_errors: AtomicU64,
     pub ocsp_presigned: AtomicU64,
     pub sign_latency: Histogram,
+    /// gRPC calls refused by `[[authz.rules]]`, by method.
+    pub authz_denied: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
+    /// Count one authorization denial of `method`.
+    pub fn authz_denied(&self, method: &'static str) {
+        *self.authz_denied.lock().unwrap_or_else(|e| e.into_inner()).entry(method).or_default() += 1;
+    }
+
     pub fn render(&self, store: &EventStore, uptime: Duration) -> String {
         let mut o = String::with_capacity(4096);
         let mut metric = |kind: &str, name: &str, help: &str, v: &dyn std::fmt::Display| {
@@ -135,6 +144,13 @@ impl Metrics {
             &self.signing_queue.load(Ordering::Relaxed),
         );
         metric("gauge", "ca_uptime_seconds", "Seconds since start.", &uptime.as_secs());
+        let _ = writeln!(
+            o,
+            "# HELP ca_authz_denied_total gRPC calls refused by the authorization rules.\n# TYPE ca_authz_denied_total counter"
+        );
+        for (method, n) in self.authz_denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "ca_authz_denied_total{{method=\"{method}\"}} {n}");
+        }
         self.sign_latency.render(
             &mut o,
             "ca_sign_duration_seconds",

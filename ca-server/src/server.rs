@@ -123,11 +123,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let admin = ca_proto::v1::acme_admin_server::AcmeAdminServer::new(crate::acme::admin::AcmeAdminService {
         acme: acme.clone(),
+        app: app.clone(),
     });
     let grpc_tls = if config.grpc.insecure {
         tracing::warn!(
             %grpc_addr,
-            "gRPC is plaintext and unauthenticated (--insecure-grpc): anyone who can reach it can issue and revoke"
+            "gRPC is plaintext and unauthenticated (--insecure-grpc): every caller is treated as the admin and [[authz.rules]] do not apply; anyone who can reach it can issue, revoke and manage EAB keys"
         );
         None
     } else {

@@ -17,9 +17,17 @@ use crate::error::AppError;
 pub struct AcmeAdminService {
     /// `None` when `[acme] enabled = false`.
     pub acme: Option<Arc<Acme>>,
+    /// For the caller's authorization (every method here needs `admin`).
+    pub app: Arc<crate::app::App>,
 }
 
 impl AcmeAdminService {
+    /// The caller's rule grants `admin`: checked first, so a refused caller learns nothing.
+    fn admin<T>(&self, method: &'static str, req: &Request<T>) -> Result<(), Status> {
+        let (g, _) = crate::grpc::grant(&self.app, req);
+        Ok(self.app.authz.check_admin(method, &g)?)
+    }
+
     fn acme(&self) -> Result<&Arc<Acme>, Status> {
         self.acme
             .as_ref()
@@ -33,6 +41,7 @@ impl AcmeAdmin for AcmeAdminService {
         &self,
         request: Request<CreateEabKeyRequest>,
     ) -> Result<Response<CreateEabKeyResponse>, Status> {
+        self.admin("CreateEabKey", &request)?;
         let r = request.into_inner();
         let (kid, secret) = self
             .acme()?
@@ -48,8 +57,9 @@ impl AcmeAdmin for AcmeAdminService {
 
     async fn list_eab_keys(
         &self,
-        _request: Request<ListEabKeysRequest>,
+        request: Request<ListEabKeysRequest>,
     ) -> Result<Response<ListEabKeysResponse>, Status> {
+        self.admin("ListEabKeys", &request)?;
         let keys = self
             .acme()?
             .eab_keys()?
@@ -71,6 +81,7 @@ impl AcmeAdmin for AcmeAdminService {
         &self,
         request: Request<RevokeEabKeyRequest>,
     ) -> Result<Response<RevokeEabKeyResponse>, Status> {
+        self.admin("RevokeEabKey", &request)?;
         self.acme()?.revoke_eab_key(&request.into_inner().kid).await?;
         Ok(Response::new(RevokeEabKeyResponse {}))
     }
@@ -79,6 +90,7 @@ impl AcmeAdmin for AcmeAdminService {
         &self,
         request: Request<SetRenewalWindowRequest>,
     ) -> Result<Response<SetRenewalWindowResponse>, Status> {
+        self.admin("SetRenewalWindow", &request)?;
         let acme = self.acme()?;
         let peer = crate::grpc::requester(&request);
         let r = request.into_inner();
