@@ -91,7 +91,11 @@ impl Pkcs8Key {
     }
     /// The unencrypted `PRIVATE KEY` PEM (zeroed on drop).
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", self.0.to_vec())))
+        let p = pem::Pem::new("PRIVATE KEY", self.0.to_vec());
+        let text = Zeroizing::new(pem::encode(&p));
+        // The Pem's copy of the key is zeroed too.
+        drop(Zeroizing::new(p.into_contents()));
+        text
     }
 
     /// The key as encrypted PKCS#8 (`ENCRYPTED PRIVATE KEY` PEM): PBES2 with
