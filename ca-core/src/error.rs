@@ -41,6 +41,9 @@ pub enum Error {
     /// Key material could not be read or generated.
     #[error("key error: {0}")]
     Key(String),
+    /// An encrypted private key did not decrypt with the passphrase given.
+    #[error("wrong passphrase (or a damaged encrypted key)")]
+    WrongPassphrase,
     /// Building or signing a certificate failed.
     #[error("certificate building failed: {0}")]
     Build(String),

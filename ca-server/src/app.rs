@@ -99,13 +99,12 @@ pub fn ensure_ca(
                 dir.display()
             )));
         }
-        let key = fs::read(dd.intermediate_key()).map_err(|e| {
-            AppError::Config(format!(
-                "the log records a CA but its key {} cannot be read: {e}",
-                dd.intermediate_key().display()
-            ))
-        })?;
-        let signer = Arc::new(SoftwareSigner::from_pkcs8(&key)?);
+        crate::keyfiles::check_permissions(&dd)?;
+        let pass = crate::keyfiles::passphrase(&config.ca)?;
+        let key = crate::keyfiles::read_key(&dd.intermediate_key(), pass.as_ref())?;
+        drop(pass);
+        let signer = Arc::new(SoftwareSigner::from_pkcs8(key.der())?);
+        drop(key);
         let ica = IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer)?;
         write_public_files(&dd, &ca.root_der, &ca.intermediate_der)?;
         return Ok((Arc::new(ica), false));
@@ -119,12 +118,20 @@ pub fn ensure_ca(
         }
     };
     // Keys first: a CaInitialized event must never point at a key we failed to keep.
+    // Encrypted PKCS#8 when `[ca] key_passphrase_*` is set (the passphrase is read first, so
+    // a missing one fails before anything is written).
+    let pass = crate::keyfiles::passphrase(&config.ca)?;
     fs::create_dir_all(dd.keys())?;
     set_mode(&dd.keys(), 0o700)?;
-    write_secret(&dd.intermediate_key(), material.intermediate_key.to_pem().as_bytes())?;
+    let int_file = crate::keyfiles::encode_key(&material.intermediate_key, pass.as_ref())?;
+    write_secret(&dd.intermediate_key(), int_file.as_bytes())?;
     if let Some(rk) = &material.root_key {
-        write_secret(&dd.root_key(), rk.to_pem().as_bytes())?;
+        write_secret(&dd.root_key(), crate::keyfiles::encode_key(rk, pass.as_ref())?.as_bytes())?;
     }
+    if let Some(p) = &pass {
+        tracing::info!(setting = p.source(), "CA keys written encrypted (PKCS#8, PBES2)");
+    }
+    drop(pass);
     let signer = Arc::new(SoftwareSigner::from_pkcs8(material.intermediate_key.der())?);
     let ica = IssuingCa::new(material.intermediate_der.clone(), material.root_der.clone(), signer)?;
     store.append_blocking(vec![Event::CaInitialized(CaInitialized {

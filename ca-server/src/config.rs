@@ -82,11 +82,22 @@ pub struct CaConfig {
     /// Organization and name prefix of a generated CA.
     pub name: String,
     pub key_algorithm: KeyAlgorithm,
+    /// Encrypt the CA keys at rest with the passphrase in this environment variable (the
+    /// variable's name, never the passphrase, goes here).
+    pub key_passphrase_env: Option<String>,
+    /// ... or with the passphrase in this file (mode 0600 or 0400; one trailing newline is
+    /// dropped). At most one of the two.
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 impl Default for CaConfig {
     fn default() -> Self {
-        CaConfig { name: "ca-server Dev".into(), key_algorithm: KeyAlgorithm::EcdsaP256 }
+        CaConfig {
+            name: "ca-server Dev".into(),
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            key_passphrase_env: None,
+            key_passphrase_file: None,
+        }
     }
 }
 
@@ -121,6 +132,12 @@ impl Config {
         if cfg.storage.cache_mb == Some(0) {
             return Err(AppError::Config(format!(
                 "{}: [storage] cache_mb must be at least 1",
+                path.display()
+            )));
+        }
+        if cfg.ca.key_passphrase_env.is_some() && cfg.ca.key_passphrase_file.is_some() {
+            return Err(AppError::Config(format!(
+                "{}: [ca] key_passphrase_env and key_passphrase_file are both set; set only one",
                 path.display()
             )));
         }
@@ -190,6 +207,18 @@ mod tests {
         let default = load_text("").unwrap();
         assert!(!default.grpc.insecure && default.grpc.tls_names.is_empty());
         assert!(load_text("[grpc]\nplaintext = true\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn key_passphrase_settings_are_read_and_exclusive() {
+        let cfg = load_text("[ca]\nkey_passphrase_env = \"CA_KEY_PASS\"\n").unwrap();
+        assert_eq!(cfg.ca.key_passphrase_env.as_deref(), Some("CA_KEY_PASS"));
+        let cfg = load_text("[ca]\nkey_passphrase_file = \"/run/secrets/ca\"\n").unwrap();
+        assert_eq!(cfg.ca.key_passphrase_file.as_deref(), Some(Path::new("/run/secrets/ca")));
+        let err = load_text("[ca]\nkey_passphrase_env = \"A\"\nkey_passphrase_file = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("set only one"), "{err}");
     }
 
     #[test]

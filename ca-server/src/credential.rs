@@ -36,7 +36,9 @@ pub fn is_current(dir: &Path, now: i64) -> bool {
 /// A fresh key, written 0600 before anything refers to it; returns the CSR.
 fn new_key(dd: &DataDir) -> Result<Vec<u8>, AppError> {
     let (key, csr) = ca_core::csr::self_request(&[ADMIN_IDENTITY.to_string()])?;
-    write_secret(&dd.admin_key(), pem::encode(&pem::Pem::new("PRIVATE KEY", key)).as_bytes())?;
+    // Pkcs8Key zeroes the key bytes on drop, its PEM too.
+    let key = ca_core::keys::Pkcs8Key::from_der(key);
+    write_secret(&dd.admin_key(), key.to_pem().as_bytes())?;
     Ok(csr)
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod issuance;
+pub mod keyfiles;
 pub mod metrics;
 pub mod offline;
 pub mod render;
