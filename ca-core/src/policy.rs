@@ -162,6 +162,24 @@ impl Default for PolicyConfig {
     }
 }
 
+impl PolicyConfig {
+    /// The policy with this one's DNS and IP rules replaced by narrower ones (an EAB key's, a
+    /// caller's rule), to apply on top of this one: a name must pass both. `None` when both
+    /// lists are empty (nothing narrows). An empty list beside a non-empty one allows no
+    /// names of that kind.
+    pub fn narrowed(&self, allowed_dns: &[String], allowed_ips: &[String]) -> Result<Option<Policy>, Error> {
+        if allowed_dns.is_empty() && allowed_ips.is_empty() {
+            return Ok(None);
+        }
+        Policy::new(PolicyConfig {
+            allowed_dns: allowed_dns.to_vec(),
+            allowed_ips: allowed_ips.to_vec(),
+            ..self.clone()
+        })
+        .map(Some)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum DnsRule {
     Exact(String),
@@ -216,6 +234,11 @@ impl Policy {
     /// The configuration this policy was built from (to derive a narrower one).
     pub fn config(&self) -> &PolicyConfig {
         &self.cfg
+    }
+
+    /// See [`PolicyConfig::narrowed`].
+    pub fn narrowed(&self, allowed_dns: &[String], allowed_ips: &[String]) -> Result<Option<Policy>, Error> {
+        self.cfg.narrowed(allowed_dns, allowed_ips)
     }
 
     /// Reject key types and sizes the policy does not allow.
@@ -354,6 +377,20 @@ mod tests {
 
     fn dns(s: &str) -> SanName {
         SanName::Dns(s.into())
+    }
+
+    #[test]
+    fn narrowed_replaces_the_name_rules_and_keeps_the_rest() {
+        let server = policy(&[".internal"], false);
+        assert!(server.narrowed(&[], &[]).unwrap().is_none(), "nothing to narrow");
+        let team = server.narrowed(&[".team-a.internal".into()], &[]).unwrap().unwrap();
+        assert!(team.check_names(&[dns("svc.team-a.internal")]).is_ok());
+        assert!(team.check_names(&[dns("svc.team-b.internal")]).is_err());
+        let ip = SanName::Ip("10.1.2.3".parse().unwrap());
+        assert!(server.check_names(std::slice::from_ref(&ip)).is_ok());
+        assert!(team.check_names(&[ip]).is_err(), "an empty IP list beside DNS rules allows no IPs");
+        assert_eq!(team.max_validity_secs(), server.max_validity_secs());
+        assert!(server.narrowed(&["bad name!".into()], &[]).is_err());
     }
 
     #[test]

@@ -162,19 +162,9 @@ impl Authz {
                     r.identity
                 )));
             }
-            let policy =
-                if r.allowed_dns.is_empty() && r.allowed_ips.is_empty() {
-                    None
-                } else {
-                    let narrowed = PolicyConfig {
-                        allowed_dns: r.allowed_dns.clone(),
-                        allowed_ips: r.allowed_ips.clone(),
-                        ..server_policy.clone()
-                    };
-                    Some(Policy::new(narrowed).map_err(|e| {
-                        AppError::Config(format!("[[authz.rules]] #{i} ({}): {e}", r.identity))
-                    })?)
-                };
+            let policy = server_policy
+                .narrowed(&r.allowed_dns, &r.allowed_ips)
+                .map_err(|e| AppError::Config(format!("[[authz.rules]] #{i} ({}): {e}", r.identity)))?;
             rules.push(Arc::new(Compiled {
                 rule: r.clone(),
                 policy,

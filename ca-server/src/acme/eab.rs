@@ -9,7 +9,7 @@ use ca_core::acme::eab::{EabKey, fold_eab};
 use ca_core::acme::index::AcmeKey;
 use ca_core::acme::{b64u, b64u_decode};
 use ca_core::event::{EabKeyCreated, EabKeyRevoked};
-use ca_core::policy::{IpNet, Policy, PolicyConfig};
+use ca_core::policy::IpNet;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::acme::Acme;
@@ -96,12 +96,8 @@ impl Acme {
         for ip in &req.allowed_ips {
             IpNet::parse(ip)?;
         }
-        if !req.allowed_dns.is_empty() {
-            Policy::new(PolicyConfig {
-                allowed_dns: req.allowed_dns.clone(),
-                ..self.app.authority.policy().config().clone()
-            })?;
-        }
+        // The key's rules must parse (the same narrowing newOrder applies).
+        self.app.authority.policy().narrowed(&req.allowed_dns, &req.allowed_ips)?;
         if let Some(p) = req.profiles.iter().find(|p| !self.profiles.contains(p)) {
             return Err(AppError::InvalidArgument(format!(
                 "profile {p:?} is not an ACME profile; ACME profiles: {}",

@@ -64,13 +64,11 @@ impl Acme {
     fn account_policy(&self, acct: &Account) -> AcmeResult<Option<(Policy, Vec<String>)>> {
         let Some(kid) = &acct.eab_kid else { return Ok(None) };
         let Some(key) = self.eab_key(kid)? else { return Ok(None) };
-        if key.allowed_dns.is_empty() && key.allowed_ips.is_empty() {
-            return Ok(Some((self.app.authority.policy().clone(), key.profiles)));
-        }
-        let mut cfg = self.app.authority.policy().config().clone();
-        cfg.allowed_dns = key.allowed_dns.clone();
-        cfg.allowed_ips = key.allowed_ips.clone();
-        let p = Policy::new(cfg).map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
+        let server = self.app.authority.policy();
+        let p = server
+            .narrowed(&key.allowed_dns, &key.allowed_ips)
+            .map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?
+            .unwrap_or_else(|| server.clone());
         Ok(Some((p, key.profiles)))
     }
 }
