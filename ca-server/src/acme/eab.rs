@@ -64,11 +64,7 @@ pub struct NewEabKey {
 
 impl Acme {
     pub fn eab_key(&self, kid: &str) -> Result<Option<EabKey>, AppError> {
-        Ok(fold_eab(&self.events_of_app(&AcmeKey::Eab(kid.to_string()))?))
-    }
-
-    fn events_of_app(&self, key: &AcmeKey) -> Result<Vec<Event>, AppError> {
-        Ok(self.app.store.acme_events(key)?.into_iter().map(|(_, e)| e).collect())
+        Ok(fold_eab(&self.events_of(&AcmeKey::Eab(kid.to_string()))?))
     }
 
     /// Every EAB key, revoked ones included, in kid order.

@@ -119,16 +119,17 @@ impl Acme {
         self.locks[(h % self.locks.len() as u64) as usize].lock().await
     }
 
-    fn events(&self, key: &AcmeKey) -> Result<Vec<Event>, AppError> {
+    /// The durable events of one ACME object, in log order.
+    pub(crate) fn events_of(&self, key: &AcmeKey) -> Result<Vec<Event>, AppError> {
         Ok(self.app.store.acme_events(key)?.into_iter().map(|(_, e)| e).collect())
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, AppError> {
-        Ok(model::fold_account(&self.events(&AcmeKey::Account(id.to_string()))?))
+        Ok(model::fold_account(&self.events_of(&AcmeKey::Account(id.to_string()))?))
     }
 
     pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, AppError> {
-        let events = self.events(&AcmeKey::AccountKey(thumbprint.to_string()))?;
+        let events = self.events_of(&AcmeKey::AccountKey(thumbprint.to_string()))?;
         match model::account_for_thumbprint(thumbprint, &events) {
             Some(id) => self.account(&id),
             None => Ok(None),
@@ -136,11 +137,11 @@ impl Acme {
     }
 
     pub fn order(&self, id: &str) -> Result<Option<Order>, AppError> {
-        Ok(model::fold_order(&self.events(&AcmeKey::Order(id.to_string()))?))
+        Ok(model::fold_order(&self.events_of(&AcmeKey::Order(id.to_string()))?))
     }
 
     pub fn authz(&self, id: &str) -> Result<Option<Authz>, AppError> {
-        Ok(model::fold_authz(id, &self.events(&AcmeKey::Authz(id.to_string()))?))
+        Ok(model::fold_authz(id, &self.events_of(&AcmeKey::Authz(id.to_string()))?))
     }
 
     /// An order's authorizations, in its order.

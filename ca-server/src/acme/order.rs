@@ -265,10 +265,6 @@ fn validity_window(
 }
 
 impl Acme {
-    pub(crate) fn events_of(&self, key: &AcmeKey) -> Result<Vec<Event>, AcmeError> {
-        Ok(self.app.store.acme_events(key)?.into_iter().map(|(_, e)| e).collect())
-    }
-
     /// A valid authorization of this account for this identifier, still valid for a day.
     fn reusable_authz(
         &self,
