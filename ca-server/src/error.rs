@@ -30,6 +30,9 @@ pub enum AppError {
     PermissionDenied(String),
     #[error("shutting down")]
     ShuttingDown,
+    /// A bug caught at a boundary (a panicking signing job); the details are in the log.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<std::io::Error> for AppError {
@@ -62,7 +65,9 @@ impl From<AppError> for Status {
             AppError::PermissionDenied(m) => Status::permission_denied(m.clone()),
             AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
-            AppError::Store(_) | AppError::Config(_) | AppError::Io(_) => internal(&e),
+            AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {
+                internal(&e)
+            }
         }
     }
 }

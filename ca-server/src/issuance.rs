@@ -28,15 +28,25 @@ impl App {
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<R, AppError>>();
         let job = move || {
-            let issued = match sign(&app.authority) {
-                Ok(issued) => issued,
+            // A panic while signing answers INTERNAL (and is counted) instead of dropping
+            // the reply, which the caller would read as a shutdown.
+            let signed = crate::signing::guarded(&app.metrics, || {
+                let issued = sign(&app.authority)?;
+                let (extra, answer) = then(&issued);
+                Ok((issued, extra, answer))
+            });
+            let (issued, extra, answer) = match signed.and_then(|r| r) {
+                Ok(x) => x,
                 Err(e) => {
-                    app.metrics.sign_rejected.fetch_add(1, Ordering::Relaxed);
+                    let counter = match e {
+                        AppError::Internal(_) => &app.metrics.sign_failed,
+                        _ => &app.metrics.sign_rejected,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(e));
                     return;
                 }
             };
-            let (extra, answer) = then(&issued);
             let mut events = Vec::with_capacity(1 + extra.len());
             events.push(Event::CertificateIssued(issued));
             events.extend(extra);

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub sign_failed: AtomicU64,
     pub revoked: AtomicU64,
     pub signing_queue: AtomicUsize,
+    /// Signing jobs that panicked (the thread survives; the request gets INTERNAL).
+    pub signing_panics: AtomicU64,
     pub crl_published: AtomicU64,
     pub ocsp_responses: AtomicU64,
     pub ocsp_cache_hits: AtomicU64,
@@ -73,7 +75,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -86,6 +88,11 @@ impl Metrics {
                 get(&self.sign_busy),
             ),
             ("ca_sign_failed_total", "Sign requests failed for internal reasons.", get(&self.sign_failed)),
+            (
+                "ca_signing_panics_total",
+                "Signing jobs that panicked (a bug: the request got INTERNAL, the thread went on).",
+                get(&self.signing_panics),
+            ),
             ("ca_revocations_total", "Revocations durably logged.", get(&self.revoked)),
             ("ca_crl_publications_total", "Full+delta CRL publications.", get(&self.crl_published)),
             ("ca_ocsp_responses_total", "OCSP responses sent (all statuses).", get(&self.ocsp_responses)),

@@ -109,7 +109,9 @@ impl From<AppError> for AcmeError {
             }
             AppError::ShuttingDown => AcmeError::new(Problem::ServerInternal, "shutting down")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE),
-            AppError::Store(_) | AppError::Config(_) | AppError::Io(_) => internal(&e),
+            AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {
+                internal(&e)
+            }
         }
     }
 }
