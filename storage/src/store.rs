@@ -790,9 +790,10 @@ impl EventStore {
         self.command(Cmd::Rebuild)
     }
 
-    /// Test/ops hook, never for production: XOR one byte of record `seq`'s stored value
+    /// Test hook (feature `test-hooks`, off in release builds): XOR one byte of record `seq`'s stored value
     /// (`offset` counts from the start of the value: prev_hash at 0, hash at 32, time at
     /// 64, event at 72) and flush. Lets tests prove that `verify_chain` catches tampering.
+    #[cfg(feature = "test-hooks")]
     pub fn danger_flip_byte(&self, seq: u64, offset: usize) -> Result<(), StoreError> {
         self.command(|reply| Cmd::FlipByte { seq, offset, reply })
     }

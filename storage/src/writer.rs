@@ -78,7 +78,12 @@ pub(crate) enum Cmd {
     Append(AppendReq),
     Flush(Reply<()>),
     Rebuild(Reply<u64>),
-    FlipByte { seq: u64, offset: usize, reply: Reply<()> },
+    #[cfg(feature = "test-hooks")]
+    FlipByte {
+        seq: u64,
+        offset: usize,
+        reply: Reply<()>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -163,6 +168,7 @@ impl Writer {
                     let r = self.guard().and_then(|()| self.rebuild());
                     reply.send(self.note_failure(r));
                 }
+                #[cfg(feature = "test-hooks")]
                 Cmd::FlipByte { seq, offset, reply } => reply.send(self.flip_byte(seq, offset)),
             }
         }
@@ -332,7 +338,8 @@ impl Writer {
         Ok(report.records)
     }
 
-    /// Test/ops hook: corrupt one stored byte (see `EventStore::danger_flip_byte`).
+    /// Test hook: corrupt one stored byte (see `EventStore::danger_flip_byte`).
+    #[cfg(feature = "test-hooks")]
     fn flip_byte(&mut self, seq: u64, offset: usize) -> Result<(), StoreError> {
         let log = &self.shared.trees.log;
         let key = codec::log_key(seq);
