@@ -20,3 +20,4 @@ pub mod revoke;
 pub mod server;
 pub mod signing;
 pub mod tls;
+pub mod tls_revocation;

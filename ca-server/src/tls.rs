@@ -131,7 +131,8 @@ pub async fn self_issued_resolver(
 }
 
 /// The gRPC listener's TLS config: a self-issued certificate (renewed in the background)
-/// and client certificates required, verified against this CA. ALPN h2 only.
+/// and client certificates required, verified against this CA and refused once this CA
+/// revoked them. ALPN h2 only.
 pub async fn grpc_server_config(
     app: &Arc<App>,
     cfg: &crate::config::GrpcConfig,
@@ -153,6 +154,7 @@ pub async fn grpc_server_config(
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| AppError::Config(format!("gRPC TLS client verifier: {e}")))?;
+    let verifier = Arc::new(crate::tls_revocation::RevocationAwareVerifier::new(verifier, app.store.clone()));
     let mut sc = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| AppError::Config(format!("TLS: {e}")))?

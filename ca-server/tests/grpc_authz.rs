@@ -168,3 +168,46 @@ async fn without_a_rule_callers_get_the_defaults() {
     let text = metrics(&server);
     assert!(text.contains("ca_authz_denied_total{method=\"ListEabKeys\"} 1"), "{text}");
 }
+
+/// Once the CA revokes a client credential, new connections with it fail the handshake;
+/// other callers are not affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_credential_is_refused_at_the_handshake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let creds = tmp.path().join("creds");
+    let cred = issue_credential(&server, &creds, "retired-bot", None);
+    let mut w = CertificateAuthorityClient::new(channel_as(&server, cred.clone()).await);
+    w.sign_csr(sign(&["svc.example.internal"], "")).await.expect("before revocation");
+
+    let (ok, out) = openssl(&["x509", "-in", "retired-bot.pem", "-noout", "-serial"], &creds);
+    let serial = out.trim().strip_prefix("serial=").expect("openssl prints serial=HEX").to_string();
+    assert!(ok, "{out}");
+    let mut admin = server.client().await;
+    admin
+        .revoke(RevokeRequest { serial, reason: 4, invalidity_date_unix: 0 })
+        .await
+        .expect("admin revokes it");
+
+    // TLS 1.3: the client may count the handshake done before the server checks its
+    // certificate, so the refusal can surface at connect or at the first call.
+    let before = next_seq(&server);
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(server.dir.join("root.pem")).unwrap(),
+        ))
+        .identity(Identity::from_pem(cred.0, cred.1))
+        .domain_name("localhost");
+    let refused =
+        match Endpoint::from_shared(server.grpc.clone()).unwrap().tls_config(tls).unwrap().connect().await {
+            Err(e) => format!("connect: {e:?}"),
+            Ok(ch) => {
+                let r =
+                    CertificateAuthorityClient::new(ch).sign_csr(sign(&["svc.example.internal"], "")).await;
+                format!("{:?}", r.expect_err("a revoked credential must not be served"))
+            }
+        };
+    eprintln!("refused: {refused}");
+    assert_eq!(next_seq(&server), before, "nothing was issued to the revoked credential");
+    admin.sign_csr(sign(&["svc.example.internal"], "")).await.expect("the admin still works");
+}
