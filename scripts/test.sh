@@ -6,7 +6,9 @@
 #   ca-certificates  a CA bundle for the clients' HTTPS stacks
 #   certbot, lego    the real ACME clients of tests/acme_interop.rs
 #   pebble           /usr/bin/pebble-challtestsrv: DNS server and challenge responder
-#   python3          lego's dns-01 exec hook
+#   python3          lego's dns-01 exec hook; tests/grpc_python.rs (grpcio client)
+#   python3-pip      tests/grpc_python.rs pip-installs pinned grpcio/grpcio-tools from PyPI
+#                    into the target dir (once; later runs reuse it)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ have certbot || missing+=(certbot)
 have lego || missing+=(lego)
 [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 have python3 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()

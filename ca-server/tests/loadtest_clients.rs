@@ -87,5 +87,55 @@ async fn lean_h2_client_gets_what_tonic_gets() {
     // Nothing listens: a connect error, not a hang or a panic.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     assert!(H2Channel::connect(&format!("http://127.0.0.1:{port}")).await.is_err());
-    assert!(H2Channel::connect("https://127.0.0.1:1").await.unwrap_err().contains("plaintext"));
+    assert!(H2Channel::connect("https://127.0.0.1:1").await.unwrap_err().contains("TLS settings"));
+}
+
+/// `--addr https://… --data-dir DIR`: both clients and `handshake` over mTLS with the
+/// admin credential, against a server with its default TLS listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_clients_and_handshake_speak_mtls_with_the_admin_credential() {
+    use ca_loadtest::driver::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data);
+    assert!(srv.grpc.starts_with("https://"));
+    let args = ca_loadtest::tls::TlsArgs { data_dir: Some(data.clone()), ..Default::default() };
+    let tls = args.client(&srv.grpc).unwrap().expect("https: TLS settings");
+    let csrs = ca_loadtest::csrs::generate(4, "example.internal", 2, false).unwrap();
+
+    let lean = GrpcSign::h2(
+        vec![H2Channel::connect_with(&srv.grpc, Some(&tls)).await.unwrap()],
+        csrs.clone(),
+        String::new(),
+        0,
+    )
+    .unwrap();
+    let tonic =
+        GrpcSign::new(grpc::connect_with(&srv.grpc, 1, 8, Some(&tls)).await.unwrap(), csrs, String::new(), 0);
+    let mut admin = srv.client().await;
+    for resp in [lean.sign(0).await, tonic.sign(1).await] {
+        let resp = resp.unwrap_or_else(|f| panic!("{} {:?}", f.kind, f.detail));
+        let info = admin
+            .get_certificate(GetCertificateRequest { serial: resp.serial })
+            .await
+            .unwrap()
+            .into_inner()
+            .certificate
+            .unwrap();
+        assert_eq!(info.requester, "grpc:spiffe://ca-server/admin", "issued to the presented identity");
+    }
+
+    let hs = ca_loadtest::handshake::Handshake::new(&srv.grpc, Some(tls.clone())).await.unwrap();
+    for i in 0..3 {
+        hs.one(0, i).await.unwrap_or_else(|f| panic!("{} {:?}", f.kind, f.detail));
+    }
+
+    // Without a client certificate the server refuses the connection's first request.
+    let root_only = ca_loadtest::tls::TlsArgs { tls_ca: Some(data.join("root.pem")), ..Default::default() };
+    let err = ca_loadtest::handshake::Handshake::new(&srv.grpc, root_only.client(&srv.grpc).unwrap())
+        .await
+        .err()
+        .expect("no client certificate");
+    eprintln!("refused: {err}");
+    assert!(err.contains("CertificateRequired"), "the server's alert: {err}");
 }

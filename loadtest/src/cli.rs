@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::driver::Stop;
+use crate::tls::TlsArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,9 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Complete ACME (RFC 8555) orders with http-01, answered by the generator itself.
     Acme(AcmeArgs),
+    /// A new connection per request: TCP (+ TLS with the client certificate for https://)
+    /// + HTTP/2 + one GetCaCertificates, then close. Measures connection setup, not signing.
+    Handshake(HandshakeArgs),
 }
 
 /// Options shared by every load scenario.
@@ -84,9 +88,13 @@ impl LoadArgs {
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct GrpcSignArgs {
-    /// gRPC endpoint of the CA, plaintext (a ca-server started with --insecure-grpc).
+    /// gRPC endpoint of the CA: http:// for plaintext (a ca-server started with
+    /// --insecure-grpc), https:// for TLS with the --tls-* / --data-dir settings.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsArgs,
     /// gRPC client: `h2` (lean, straight on the h2 crate: the generator takes less of the
     /// CPU it shares with the server) or `tonic` (the generated client).
     #[arg(long, value_enum, default_value_t = GrpcClient::H2)]
@@ -107,6 +115,19 @@ pub struct GrpcSignArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     #[serde(serialize_with = "ser_secs")]
     pub validity: Duration,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct HandshakeArgs {
+    /// gRPC endpoint: https:// (TLS, with --tls-* / --data-dir) or http:// (the plaintext baseline).
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
@@ -368,6 +389,33 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["ca-loadtest", "grpc-sign", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["ca-loadtest", "grpc-sign", "--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = Cli::try_parse_from([
+            "ca-loadtest",
+            "grpc-sign",
+            "--addr",
+            "https://127.0.0.1:50051",
+            "--data-dir",
+            "data",
+            "--tls-server-name",
+            "localhost",
+        ])
+        .unwrap();
+        let Command::GrpcSign(a) = cli.command else { panic!("wrong subcommand") };
+        assert_eq!(a.tls.data_dir.as_deref(), Some(std::path::Path::new("data")));
+        assert!(!a.tls.tls_resume);
+        let Command::Handshake(h) =
+            Cli::try_parse_from(["ca-loadtest", "handshake", "--tls-resume", "-d", "5s"]).unwrap().command
+        else {
+            panic!("wrong subcommand")
+        };
+        assert!(h.tls.tls_resume);
+        assert_eq!(h.addr, "https://127.0.0.1:50051");
+        let no_key = ["ca-loadtest", "handshake", "--tls-cert", "a.pem"];
+        assert!(Cli::try_parse_from(no_key).is_err(), "--tls-cert needs --tls-key");
     }
 
     #[test]

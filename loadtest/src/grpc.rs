@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::driver::{Failure, Scenario};
 use crate::h2c::{self, H2Channel};
+use crate::tls::ClientTls;
 
 /// Canonical gRPC code names (as in the gRPC spec and `grpc-status` docs).
 pub fn code_name(code: tonic::Code) -> &'static str {
@@ -42,14 +43,27 @@ pub fn status_failure(s: &tonic::Status) -> Failure {
     Failure::with_detail(kind, format!("{}: {}", code_name(s.code()), s.message()))
 }
 
-/// `k` independent HTTP/2 connections to `addr`, each connected eagerly.
+/// `k` independent plaintext HTTP/2 connections to `addr`, each connected eagerly.
 pub async fn connect(addr: &str, k: usize, concurrency: usize) -> Result<Vec<Channel>, String> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
+    connect_with(addr, k, concurrency, None).await
+}
+
+/// [`connect`], over TLS for an `https://` address with `tls`.
+pub async fn connect_with(
+    addr: &str,
+    k: usize,
+    concurrency: usize,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<Channel>, String> {
+    let mut endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|e| format!("invalid gRPC address {addr:?}: {e}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         // the channel's request queue must hold every in-flight request
         .buffer_size(concurrency.max(1024));
+    if let Some(t) = tls {
+        endpoint = endpoint.tls_config(t.tonic()).map_err(|e| format!("TLS settings: {e}"))?;
+    }
     let mut channels = Vec::with_capacity(k);
     for _ in 0..k.max(1) {
         channels.push(endpoint.connect().await.map_err(|e| format!("cannot connect to {addr}: {e:?}"))?);

@@ -1,4 +1,5 @@
-//! A lean gRPC unary client straight on the `h2` crate, for `grpc-sign --client h2`.
+//! A lean gRPC unary client straight on the `h2` crate, for `grpc-sign --client h2` and
+//! `handshake`; plaintext (`http://`) or TLS (`https://`, [`crate::tls`]).
 //!
 //! Why: the load generator shares the machine with the server it measures, so every
 //! microsecond it spends per request is taken from the server. tonic's `Channel` routes
@@ -14,6 +15,7 @@ use http::{HeaderMap, Method, Request, Uri};
 
 use crate::driver::Failure;
 use crate::grpc::code_name;
+use crate::tls::ClientTls;
 
 /// Per-stream and per-connection receive windows: big enough that a few hundred responses
 /// in flight never stall on WINDOW_UPDATE round trips.
@@ -39,17 +41,33 @@ impl H2Channel {
     /// Connect to `addr` (`http://host:port`), prior-knowledge HTTP/2 over TCP, and drive the
     /// connection on a spawned task.
     pub async fn connect(addr: &str) -> Result<Self, String> {
+        Self::connect_with(addr, None).await
+    }
+
+    /// [`H2Channel::connect`], or over TLS (ALPN h2) for an `https://` address with `tls`.
+    /// TLS wraps the write-coalescing adapter over TCP, as on the server: the records of
+    /// one scheduler round leave in one write.
+    pub async fn connect_with(addr: &str, tls: Option<&ClientTls>) -> Result<Self, String> {
         let uri: Uri = addr.parse().map_err(|e| format!("invalid gRPC address {addr:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "--client h2 speaks plaintext HTTP/2 only (http://, a ca-server started with --insecure-grpc), not {addr:?}"
-            ));
-        }
+        let (scheme, default_port) = match (uri.scheme_str(), tls) {
+            (Some("http"), None) => ("http", 80),
+            (Some("https"), Some(_)) => ("https", 443),
+            (Some("https"), None) => {
+                return Err(format!(
+                    "{addr:?} is https://: TLS settings are needed (--tls-ca or --data-dir)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "--client h2 speaks plaintext HTTP/2 to http:// or HTTP/2 over TLS to https://, not {addr:?}"
+                ));
+            }
+        };
         let authority = uri.authority().ok_or_else(|| format!("no host:port in {addr:?}"))?.clone();
         let host_port = if authority.port_u16().is_some() {
             authority.to_string()
         } else {
-            format!("{}:80", authority.host())
+            format!("{}:{default_port}", authority.host())
         };
         let tcp = tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -59,18 +77,21 @@ impl H2Channel {
         .map_err(|_| format!("cannot connect to {addr}: timed out"))?
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(ca_proto::io::CoalescingIo::new(tcp))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
-        tokio::spawn(async move {
-            // The connection ends when every sender is dropped or the peer goes away; a
-            // request in flight then fails with the reason, so nothing to report here.
-            let _ = conn.await;
-        });
-        Ok(H2Channel { send, base: format!("http://{authority}") })
+        let io = ca_proto::io::CoalescingIo::new(tcp);
+        let send = match tls {
+            None => handshake(io, addr).await?,
+            Some(t) => {
+                let stream = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    tokio_rustls::TlsConnector::from(t.config.clone()).connect(t.server_name.clone(), io),
+                )
+                .await
+                .map_err(|_| format!("TLS handshake with {addr}: timed out"))?
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                handshake(stream, addr).await?
+            }
+        };
+        Ok(H2Channel { send, base: format!("{scheme}://{authority}") })
     }
 
     /// The URI for a full method name such as `/ca.v1.CertificateAuthority/SignCsr`.
@@ -118,6 +139,25 @@ impl H2Channel {
         check_status(&trailers)?;
         unframe(buf.freeze())
     }
+}
+
+/// The HTTP/2 preface over `io`; the connection is driven on a spawned task.
+async fn handshake<T>(io: T, addr: &str) -> Result<SendRequest<Bytes>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        // The connection ends when every sender is dropped or the peer goes away; a
+        // request in flight then fails with the reason, so nothing to report here.
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 /// gRPC length-prefixed message: flag 0 (not compressed), u32 big-endian length, bytes.

@@ -14,9 +14,11 @@ pub mod csrs;
 pub mod driver;
 pub mod grpc;
 pub mod h2c;
+pub mod handshake;
 pub mod ocsp;
 pub mod report;
 pub mod run;
+pub mod tls;
 
 /// Name and version, as printed in reports.
 pub const TOOL: &str = concat!("ca-loadtest ", env!("CARGO_PKG_VERSION"));

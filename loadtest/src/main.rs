@@ -54,6 +54,9 @@ fn main() -> ExitCode {
         Command::GrpcSign(a) => runtime(a.load.threads)
             .map_err(|e| format!("tokio runtime: {e}"))
             .and_then(|rt| rt.block_on(run::grpc_sign(a, progress))),
+        Command::Handshake(a) => runtime(a.load.threads)
+            .map_err(|e| format!("tokio runtime: {e}"))
+            .and_then(|rt| rt.block_on(run::handshake(a, progress))),
         Command::Ocsp(a) => runtime(a.load.threads)
             .map_err(|e| format!("tokio runtime: {e}"))
             .and_then(|rt| rt.block_on(run::ocsp(a, progress))),

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::acme::{self, AcmeSummary};
-use crate::cli::{AcmeArgs, CsrMode, GrpcClient, GrpcSignArgs, LoadArgs, OcspArgs};
+use crate::cli::{AcmeArgs, CsrMode, GrpcClient, GrpcSignArgs, HandshakeArgs, LoadArgs, OcspArgs};
 use crate::driver::{PhaseConfig, Scenario, Stop, run_phase};
 use crate::grpc::{self, GrpcSign};
 use crate::h2c::H2Channel;
+use crate::handshake::Handshake;
 use crate::ocsp::{self, Issuer, Ocsp, Target};
 use crate::report::{Machine, Measured, Report, WarmupSummary, available_cores, percentile_line};
 use crate::{TOOL, csrs};
@@ -90,9 +91,10 @@ pub async fn grpc_sign(args: &GrpcSignArgs, progress: bool) -> Result<Report, St
     let csrs = gen_csrs(args.csrs, &args.domain, progress).await?;
     let k = usize::try_from(args.connections).unwrap_or(1);
     let (profile, validity) = (args.profile.clone(), args.validity.as_secs());
+    let tls = args.tls.client(&args.addr)?;
     let scenario = Arc::new(match args.client {
         GrpcClient::Tonic => GrpcSign::new(
-            grpc::connect(&args.addr, k, concurrency(&args.load)).await?,
+            grpc::connect_with(&args.addr, k, concurrency(&args.load), tls.as_ref()).await?,
             csrs,
             profile,
             validity,
@@ -100,7 +102,7 @@ pub async fn grpc_sign(args: &GrpcSignArgs, progress: bool) -> Result<Report, St
         GrpcClient::H2 => {
             let mut channels = Vec::with_capacity(k);
             for _ in 0..k.max(1) {
-                channels.push(H2Channel::connect(&args.addr).await?);
+                channels.push(H2Channel::connect_with(&args.addr, tls.as_ref()).await?);
             }
             GrpcSign::h2(channels, csrs, profile, validity)?
         }
@@ -112,6 +114,25 @@ pub async fn grpc_sign(args: &GrpcSignArgs, progress: bool) -> Result<Report, St
         tool: TOOL,
         scenario: "grpc-sign",
         parameters: params(args, &[("stop", stop_json(&args.load))]),
+        machine: Machine::current(),
+        warmup,
+        setup_s,
+        measured: Measured::from_phase(&result, args.load.rate),
+    })
+}
+
+/// `handshake`: a new connection per request; "requests" in the report are connections.
+pub async fn handshake(args: &HandshakeArgs, progress: bool) -> Result<Report, String> {
+    let setup = Instant::now();
+    let tls = args.tls.client(&args.addr)?;
+    let scenario = Arc::new(Handshake::new(&args.addr, tls).await?);
+    let setup_s = setup.elapsed().as_secs_f64();
+    let (warmup, result) = measure(scenario, &args.load, progress).await;
+    let tls_on = args.addr.starts_with("https://");
+    Ok(Report {
+        tool: TOOL,
+        scenario: "handshake",
+        parameters: params(args, &[("stop", stop_json(&args.load)), ("tls", tls_on.into())]),
         machine: Machine::current(),
         warmup,
         setup_s,
