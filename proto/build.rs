@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["ca/v1/events.proto", "ca/v1/ca.proto", "ca/v1/acme_admin.proto"];
+    let files = ["ca/v1/events.proto", "ca/v1/ca.proto", "ca/v1/acme_admin.proto", "ca/v1/ca_admin.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -58,7 +58,7 @@ pub fn generate(alg: KeyAlgorithm, name: &str, now: OffsetDateTime) -> Result<Ca
     })
 }
 
-fn ca_params(
+pub(crate) fn ca_params(
     cn: &str,
     org: &str,
     now: OffsetDateTime,
@@ -136,6 +136,12 @@ pub struct IssuingCa {
     pub root_der: Vec<u8>,
     /// Issuing CA then root, PEM; appended to every leaf we hand out.
     pub chain_pem: String,
+    /// 0 for the CA of `CaInitialized`, n for the one `IssuingCaRotated` added as n.
+    pub generation: u32,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The subject as text (`O=..., CN=...`), for listings.
+    pub subject: String,
 }
 
 impl IssuingCa {
@@ -151,7 +157,32 @@ impl IssuingCa {
         if root_der != cert_der {
             chain_pem.push_str(&der_to_pem(&root_der));
         }
-        Ok(IssuingCa { issuer, signer, cert_der, root_der, chain_pem })
+        let (not_before, not_after) =
+            (x.validity().not_before.timestamp(), x.validity().not_after.timestamp());
+        let subject = x.subject().to_string();
+        Ok(IssuingCa {
+            issuer,
+            signer,
+            cert_der,
+            root_der,
+            chain_pem,
+            generation: 0,
+            not_before,
+            not_after,
+            subject,
+        })
+    }
+
+    /// The same CA as issuer generation `g`.
+    pub fn with_generation(mut self, g: u32) -> Self {
+        self.generation = g;
+        self
+    }
+
+    /// Fraction of the certificate's lifetime left at `now` (0.0 once expired).
+    pub fn remaining_life_ratio(&self, now: i64) -> f64 {
+        let total = (self.not_after - self.not_before).max(1) as f64;
+        ((self.not_after - now) as f64 / total).clamp(0.0, 1.0)
     }
 
     pub fn signer(&self) -> &Arc<dyn Signer> {

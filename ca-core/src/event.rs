@@ -26,6 +26,7 @@ pub enum Event {
     EabKeyCreated(EabKeyCreated),
     EabKeyRevoked(EabKeyRevoked),
     RenewalWindowSet(RenewalWindowSet),
+    IssuingCaRotated(IssuingCaRotated),
 }
 
 impl Event {
@@ -49,6 +50,7 @@ impl Event {
             Event::EabKeyCreated(_) => "eab_key_created",
             Event::EabKeyRevoked(_) => "eab_key_revoked",
             Event::RenewalWindowSet(_) => "renewal_window_set",
+            Event::IssuingCaRotated(_) => "issuing_ca_rotated",
         }
     }
 }
@@ -70,6 +72,8 @@ pub struct CertificateIssued {
     pub not_before: UnixSeconds,
     pub not_after: UnixSeconds,
     pub names: Vec<String>,
+    /// Which issuing CA signed it: 0 is `CaInitialized`'s, n an `IssuingCaRotated`'s.
+    pub issuer_generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,18 @@ pub struct CrlPublished {
     pub next_update: UnixSeconds,
     /// `Some(base)` for a delta CRL.
     pub delta_base: Option<u64>,
+    /// The issuing CA that signed it; numbers are per issuer.
+    pub issuer_generation: u32,
+}
+
+/// A new issuing CA (generation >= 1), signed by the root, that issues from now on. The
+/// key stays out of the log: `key_ref` says where the server keeps it (a file name under
+/// `keys/` for software keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuingCaRotated {
+    pub generation: u32,
+    pub certificate_der: Vec<u8>,
+    pub key_ref: String,
 }
 
 /// RFC 5280 CRLReason (5.3.1). Code 7 is unused by the RFC and rejected.

@@ -1,7 +1,8 @@
 //! The signing core: CSR in, signed certificate (and the event that records it) out.
 //! Pure CPU work; the server runs it on a blocking pool and appends the event.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
     CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType, IsCa, SanType,
@@ -26,18 +27,31 @@ pub struct PublicUrls {
 }
 
 impl PublicUrls {
-    /// The HTTP paths the server serves under `base` (e.g. `http://ca.internal:8080`).
+    /// The HTTP paths the server serves under `base` (e.g. `http://ca.internal:8080`) for
+    /// issuer generation 0.
     pub fn from_base(base: &str) -> Result<Self, Error> {
+        Self::for_generation(base, 0)
+    }
+
+    /// The URLs of issuer `generation`: 0 keeps `/crl`, `/ocsp`, `/ca.der` (certificates
+    /// already out there point at them), n >= 1 lives under `/issuers/{n}/`.
+    pub fn for_generation(base: &str, generation: u32) -> Result<Self, Error> {
         let base = base.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) || !base.is_ascii() {
             return Err(Error::Config(format!("public URL {base:?} must be an http(s) URL")));
         }
+        let prefix = issuer_path_prefix(generation);
         Ok(PublicUrls {
-            crl: format!("{base}/crl"),
-            ocsp: format!("{base}/ocsp"),
-            ca_issuers: format!("{base}/ca.der"),
+            crl: format!("{base}{prefix}/crl"),
+            ocsp: format!("{base}{prefix}/ocsp"),
+            ca_issuers: format!("{base}{prefix}/ca.der"),
         })
     }
+}
+
+/// The path prefix of issuer `generation`'s HTTP resources: empty for 0, `/issuers/{n}`.
+pub fn issuer_path_prefix(generation: u32) -> String {
+    if generation == 0 { String::new() } else { format!("/issuers/{generation}") }
 }
 
 /// How far not_before is backdated, so clients with slightly slow clocks accept new certs.
@@ -53,17 +67,35 @@ pub struct IssueRequest<'a> {
     pub now: UnixSeconds,
 }
 
-/// The CA's signing core: issuing CA + policy + profiles + URLs.
-pub struct Authority {
-    ca: Arc<IssuingCa>,
-    policy: Policy,
-    profiles: Profiles,
+/// One issuing CA with what it writes into every certificate it signs.
+pub struct IssuerSlot {
+    pub ca: Arc<IssuingCa>,
     crl_url: String,
     aia: CustomExtension,
+}
+
+impl IssuerSlot {
+    fn new(ca: Arc<IssuingCa>, base: &str) -> Result<Self, Error> {
+        let urls = PublicUrls::for_generation(base, ca.generation)?;
+        Ok(IssuerSlot { crl_url: urls.crl, aia: aia_extension(&urls.ocsp, &urls.ca_issuers), ca })
+    }
+}
+
+/// The CA's signing core: the issuing CAs (one current, older ones still known by
+/// generation) + policy + profiles + URLs. The current issuer is swapped under a lock
+/// held only to clone an `Arc`, so a request in flight finishes with the issuer it took.
+pub struct Authority {
+    current: RwLock<Arc<IssuerSlot>>,
+    all: RwLock<BTreeMap<u32, Arc<IssuerSlot>>>,
+    base: String,
+    policy: Policy,
+    profiles: Profiles,
     rng: SystemRandom,
 }
 
 impl Authority {
+    /// `urls` must come from [`PublicUrls::from_base`]; later generations derive theirs
+    /// from the same base.
     pub fn new(
         ca: Arc<IssuingCa>,
         policy: Policy,
@@ -71,18 +103,51 @@ impl Authority {
         urls: &PublicUrls,
     ) -> Result<Self, Error> {
         profiles.validate()?;
+        let base = urls.crl.strip_suffix("/crl").unwrap_or(&urls.crl).to_string();
+        let slot = Arc::new(IssuerSlot::new(ca, &base)?);
         Ok(Authority {
-            ca,
+            all: RwLock::new(BTreeMap::from([(slot.ca.generation, slot.clone())])),
+            current: RwLock::new(slot),
+            base,
             policy,
             profiles,
-            crl_url: urls.crl.clone(),
-            aia: aia_extension(&urls.ocsp, &urls.ca_issuers),
             rng: SystemRandom::new(),
         })
     }
 
-    pub fn ca(&self) -> &Arc<IssuingCa> {
-        &self.ca
+    fn slot(&self) -> Arc<IssuerSlot> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The issuing CA that signs new certificates.
+    pub fn ca(&self) -> Arc<IssuingCa> {
+        self.slot().ca.clone()
+    }
+
+    /// Issuer `generation`, current or older.
+    pub fn issuer(&self, generation: u32) -> Option<Arc<IssuingCa>> {
+        let all = self.all.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.get(&generation).map(|s| s.ca.clone())
+    }
+
+    /// Every known issuer, oldest generation first.
+    pub fn issuers(&self) -> Vec<Arc<IssuingCa>> {
+        let all = self.all.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.values().map(|s| s.ca.clone()).collect()
+    }
+
+    /// Add an issuer; when `make_current`, it signs everything from now on. The caller
+    /// serializes rotations and records the rotation before calling this.
+    pub fn install(&self, ca: Arc<IssuingCa>, make_current: bool) -> Result<(), Error> {
+        let slot = Arc::new(IssuerSlot::new(ca, &self.base)?);
+        self.all
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(slot.ca.generation, slot.clone());
+        if make_current {
+            *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = slot;
+        }
+        Ok(())
     }
 
     pub fn policy(&self) -> &Policy {
@@ -143,10 +208,11 @@ impl Authority {
         params.key_usages = profile.key_usages(matches!(csr.key, SubjectKey::Rsa { .. }));
         params.extended_key_usages = profile.extended_key_usages();
         params.use_authority_key_identifier_extension = true;
-        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![self.crl_url.clone()] }];
-        params.custom_extensions = vec![self.aia.clone()];
+        let slot = self.slot();
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![slot.crl_url.clone()] }];
+        params.custom_extensions = vec![slot.aia.clone()];
 
-        let cert = params.signed_by(csr, &self.ca.issuer)?;
+        let cert = params.signed_by(csr, &slot.ca.issuer)?;
         Ok(CertificateIssued {
             serial,
             certificate_der: cert.der().to_vec(),
@@ -155,6 +221,7 @@ impl Authority {
             not_before,
             not_after,
             names: csr.names.iter().map(|n| n.to_string()).collect(),
+            issuer_generation: slot.ca.generation,
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod ocsp;
 pub mod policy;
 pub mod profile;
 pub mod projection;
+pub mod rotation;
 pub mod serial;
 pub mod signer;
 

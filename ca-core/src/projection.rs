@@ -19,6 +19,7 @@ pub enum IndexEvent {
     CertificateIssued {
         serial: Serial,
         not_after: UnixSeconds,
+        issuer: u32,
     },
     CertificateRevoked {
         serial: Serial,
@@ -29,6 +30,11 @@ pub enum IndexEvent {
     CrlPublished {
         number: u64,
         delta_base: Option<u64>,
+        issuer: u32,
+    },
+    /// A new issuing CA; projections keep its record's seq by generation.
+    IssuingCaRotated {
+        generation: u32,
     },
     /// An ACME event: the objects it belongs to.
     Acme(Vec<AcmeKey>),
@@ -39,16 +45,23 @@ impl IndexEvent {
     pub fn of(e: &Event) -> IndexEvent {
         match e {
             Event::CaInitialized(_) => IndexEvent::CaInitialized,
-            Event::CertificateIssued(c) => {
-                IndexEvent::CertificateIssued { serial: c.serial.clone(), not_after: c.not_after }
-            }
+            Event::CertificateIssued(c) => IndexEvent::CertificateIssued {
+                serial: c.serial.clone(),
+                not_after: c.not_after,
+                issuer: c.issuer_generation,
+            },
             Event::CertificateRevoked(r) => IndexEvent::CertificateRevoked {
                 serial: r.serial.clone(),
                 reason: r.reason,
                 revoked_at: r.revoked_at,
                 invalidity_date: r.invalidity_date,
             },
-            Event::CrlPublished(c) => IndexEvent::CrlPublished { number: c.number, delta_base: c.delta_base },
+            Event::CrlPublished(c) => IndexEvent::CrlPublished {
+                number: c.number,
+                delta_base: c.delta_base,
+                issuer: c.issuer_generation,
+            },
+            Event::IssuingCaRotated(r) => IndexEvent::IssuingCaRotated { generation: r.generation },
             Event::AccountRegistered(_)
             | Event::AccountUpdated(_)
             | Event::AccountKeyChanged(_)
@@ -72,6 +85,8 @@ pub struct CertEntry {
     /// Sequence number of the `CertificateIssued` record (the certificate lives there).
     pub seq: u64,
     pub not_after: UnixSeconds,
+    /// Generation of the issuing CA that signed it (0 for `CaInitialized`'s).
+    pub issuer: u32,
 }
 
 /// What the revoked set holds per serial.
@@ -92,7 +107,12 @@ pub struct Inventory {
     /// `(not_after, serial)`: lets CRL building skip expired entries and lets a sweeper
     /// find what expires next without scanning every certificate.
     pub expiry: BTreeSet<(UnixSeconds, Serial)>,
+    /// Highest full CRL number of generation 0's issuer.
     pub last_crl_number: u64,
+    /// Highest full CRL number of each later issuer (generation >= 1).
+    pub issuer_crl_numbers: BTreeMap<u32, u64>,
+    /// Seq of each `IssuingCaRotated` record, by generation.
+    pub issuers: BTreeMap<u32, u64>,
     /// The ACME index: `AcmeKey::entry(seq)` for every (object, record) pair.
     pub acme: BTreeSet<Vec<u8>>,
     /// Sequence number of the last applied record.
@@ -118,17 +138,24 @@ impl Inventory {
     fn apply_index(&mut self, seq: u64, ix: IndexEvent) {
         match ix {
             IndexEvent::CaInitialized => {}
-            IndexEvent::CertificateIssued { serial, not_after } => {
-                self.certs.insert(serial.clone(), CertEntry { seq, not_after });
+            IndexEvent::CertificateIssued { serial, not_after, issuer } => {
+                self.certs.insert(serial.clone(), CertEntry { seq, not_after, issuer });
                 self.expiry.insert((not_after, serial));
             }
             IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
                 self.revoked.insert(serial, RevokedEntry { seq, reason, revoked_at, invalidity_date });
             }
-            IndexEvent::CrlPublished { number, delta_base: None } => {
+            IndexEvent::CrlPublished { number, delta_base: None, issuer: 0 } => {
                 self.last_crl_number = self.last_crl_number.max(number);
             }
+            IndexEvent::CrlPublished { number, delta_base: None, issuer } => {
+                let n = self.issuer_crl_numbers.entry(issuer).or_default();
+                *n = (*n).max(number);
+            }
             IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::IssuingCaRotated { generation } => {
+                self.issuers.insert(generation, seq);
+            }
             IndexEvent::Acme(keys) => self.acme.extend(keys.iter().map(|k| k.entry(seq))),
         }
     }
@@ -184,6 +211,7 @@ mod tests {
             not_before: 0,
             not_after,
             names: vec![],
+            issuer_generation: 0,
         })
     }
 
@@ -213,7 +241,7 @@ mod tests {
     #[test]
     fn revoke_decisions() {
         let s = Serial::from_bytes(&[9]).unwrap();
-        let c = CertEntry { seq: 0, not_after: 10 };
+        let c = CertEntry { seq: 0, not_after: 10, issuer: 0 };
         assert!(
             decide_revoke(&s, None, None, RevocationReason::Unspecified, None, 1, "t").unwrap().is_none()
         );

@@ -84,13 +84,17 @@ pub fn open_store_read_only(dir: &Path) -> Result<EventStore, AppError> {
 }
 
 /// Make sure the store holds a CA: reuse the one recorded, or generate a dev CA (or take
-/// `import`) and record it. Returns the issuing CA ready to sign.
+/// `import`) and record it. Returns every issuing CA ready to sign, oldest generation first
+/// (the last one issues), and whether the CA was created now. With `offline_root`, a
+/// generated root's key (and a copy of root.pem) goes to that directory instead of the
+/// data dir.
 pub fn ensure_ca(
     store: &EventStore,
     dir: &Path,
     config: &Config,
     import: Option<CaMaterial>,
-) -> Result<(Arc<IssuingCa>, bool), AppError> {
+    offline_root: Option<&Path>,
+) -> Result<(Vec<Arc<IssuingCa>>, bool), AppError> {
     let dd = DataDir(dir.to_path_buf());
     if let Some(ca) = store.ca()? {
         if import.is_some() {
@@ -105,9 +109,18 @@ pub fn ensure_ca(
         drop(pass);
         let signer = Arc::new(SoftwareSigner::from_pkcs8(key.der())?);
         drop(key);
-        let ica = IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer)?;
-        write_public_files(&dd, &ca.root_der, &ca.intermediate_der)?;
-        return Ok((Arc::new(ica), false));
+        let mut issuers =
+            vec![Arc::new(IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer)?)];
+        for r in store.issuers()? {
+            let signer = crate::issuer_keys::open_issuing_key(&dd, &config.ca, &r.key_ref)?;
+            let ica =
+                IssuingCa::new(r.certificate_der, ca.root_der.clone(), signer)?.with_generation(r.generation);
+            issuers.push(Arc::new(ica));
+        }
+        if let Some(current) = issuers.last() {
+            write_public_files(&dd, &current.root_der, &current.cert_der)?;
+        }
+        return Ok((issuers, false));
     }
 
     let material = match import {
@@ -126,7 +139,11 @@ pub fn ensure_ca(
     let int_file = crate::keyfiles::encode_key(&material.intermediate_key, pass.as_ref())?;
     write_secret(&dd.intermediate_key(), int_file.as_bytes())?;
     if let Some(rk) = &material.root_key {
-        write_secret(&dd.root_key(), crate::keyfiles::encode_key(rk, pass.as_ref())?.as_bytes())?;
+        let root_file = crate::keyfiles::encode_key(rk, pass.as_ref())?;
+        match offline_root {
+            Some(out) => write_offline_root(out, root_file.as_bytes(), &material.root_der)?,
+            None => write_secret(&dd.root_key(), root_file.as_bytes())?,
+        }
     }
     if let Some(p) = &pass {
         tracing::info!(setting = p.source(), "CA keys written encrypted (PKCS#8, PBES2)");
@@ -141,10 +158,27 @@ pub fn ensure_ca(
         imported: material.imported,
     })])?;
     write_public_files(&dd, &material.root_der, &material.intermediate_der)?;
-    Ok((Arc::new(ica), true))
+    Ok((vec![Arc::new(ica)], true))
 }
 
-fn write_public_files(dd: &DataDir, root: &[u8], int: &[u8]) -> Result<(), AppError> {
+/// `init --offline-root DIR`: the root key (0600) and a copy of root.pem into DIR (0700),
+/// for the operator to take off the server.
+fn write_offline_root(out: &Path, key_file: &[u8], root_der: &[u8]) -> Result<(), AppError> {
+    fs::create_dir_all(out)
+        .map_err(|e| AppError::Config(format!("creating the offline root dir {}: {e}", out.display())))?;
+    set_mode(out, 0o700)?;
+    let key = out.join("root.key");
+    if key.exists() {
+        return Err(AppError::Config(format!("{} already exists; give an empty directory", key.display())));
+    }
+    write_secret(&key, key_file)?;
+    write_atomic(&out.join("root.pem"), der_to_pem(root_der).as_bytes(), 0o644)?;
+    tracing::info!(dir = %out.display(), "root key written to the offline root directory; none is kept in the data dir");
+    Ok(())
+}
+
+/// `root.pem`, `intermediate.pem` and `chain.pem` of the current issuer.
+pub(crate) fn write_public_files(dd: &DataDir, root: &[u8], int: &[u8]) -> Result<(), AppError> {
     write_atomic(&dd.root_pem(), der_to_pem(root).as_bytes(), 0o644)?;
     write_atomic(&dd.intermediate_pem(), der_to_pem(int).as_bytes(), 0o644)?;
     let mut chain = der_to_pem(int);
@@ -195,11 +229,16 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Serializes revocations: check-then-append must not race with itself.
     pub revoke_lock: tokio::sync::Mutex<()>,
+    /// Serializes issuer rotations: two cannot both take the next generation.
+    pub rotate_lock: tokio::sync::Mutex<()>,
     pub started: Instant,
     pub public_url: String,
-    pub revocation: Arc<crate::revocation::Revocation>,
+    /// Every issuer's CRLs and OCSP answers.
+    pub revocation: Arc<crate::revocation::Registry>,
     /// The data dir (key files, EAB secrets).
     pub data_dir: PathBuf,
+    /// `[ca]`: name, key passphrase, rotation warning.
+    pub ca_config: crate::config::CaConfig,
     /// The ACME frontend's counters (rendered with the rest at `/metrics`).
     pub acme_metrics: Arc<crate::acme::metrics::AcmeMetrics>,
     /// Per-caller authorization on gRPC (`[[authz.rules]]`).
@@ -207,19 +246,26 @@ pub struct App {
 }
 
 impl App {
+    /// `issuers`: every issuing CA, oldest generation first; the last one issues.
     pub fn new(
         config: &Config,
         store: EventStore,
-        ca: Arc<IssuingCa>,
+        issuers: Vec<Arc<IssuingCa>>,
         public_url: String,
     ) -> Result<Self, AppError> {
         let policy = Policy::new(config.policy.clone())?;
         let urls = PublicUrls::from_base(&public_url)?;
-        let authority = Arc::new(Authority::new(ca, policy, config.profiles.clone(), &urls)?);
+        let (first, rest) = issuers
+            .split_first()
+            .ok_or_else(|| AppError::Config("the data dir holds no issuing CA".into()))?;
+        let authority = Arc::new(Authority::new(first.clone(), policy, config.profiles.clone(), &urls)?);
+        for ca in rest {
+            authority.install(ca.clone(), true)?;
+        }
         let metrics = Arc::new(Metrics::default());
-        let revocation = crate::revocation::Revocation::new(
+        let revocation = crate::revocation::Registry::new(
             store.clone(),
-            authority.ca().clone(),
+            &issuers,
             config.revocation.clone(),
             &public_url,
             metrics.clone(),
@@ -238,11 +284,19 @@ impl App {
             authority,
             metrics,
             revoke_lock: tokio::sync::Mutex::new(()),
+            rotate_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             public_url,
             data_dir: config.data_dir.clone(),
+            ca_config: config.ca.clone(),
             acme_metrics: Arc::default(),
         })
+    }
+
+    /// Issuer `generation` (whose chain goes with its certificates); the current one if the
+    /// generation is unknown, which no recorded certificate can name.
+    pub fn issuer_of(&self, generation: u32) -> Arc<IssuingCa> {
+        self.authority.issuer(generation).unwrap_or_else(|| self.authority.ca())
     }
 }
 

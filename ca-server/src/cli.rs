@@ -71,6 +71,10 @@ pub enum Command {
         /// The chain above the imported CA (PEM, ending with the root); omit for a self-signed CA.
         #[arg(long, requires = "import_cert")]
         import_chain: Option<PathBuf>,
+        /// Write the generated root's key (and a copy of root.pem) into this directory
+        /// (created 0700) instead of the data dir, for the operator to take offline.
+        #[arg(long, conflicts_with = "import_cert")]
+        offline_root: Option<PathBuf>,
     },
     /// Offline checks of the event log.
     Audit {
@@ -91,6 +95,13 @@ pub enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: AcmeCommand,
+    },
+    /// Issuing-CA operator commands (rotation, issuers), over gRPC to a running server.
+    Ca {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: CaCommand,
     },
     /// A gRPC client for people.
     Client {
@@ -142,6 +153,23 @@ pub enum AcmeCommand {
         #[arg(long)]
         end: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Switch issuance to a new issuing CA. With the root key in the data dir, the server
+    /// makes and signs it; with an offline root, `--csr-out` then `--import-signed`.
+    /// Certificates of older issuers stay verifiable and revocable.
+    Rotate {
+        /// Offline root, step 1: write the next issuing CA's CSR (PEM) here.
+        #[arg(long, conflicts_with = "import_signed")]
+        csr_out: Option<PathBuf>,
+        /// Offline root, step 2: the certificate the root signed for that CSR (PEM or DER).
+        #[arg(long)]
+        import_signed: Option<PathBuf>,
+    },
+    /// List issuing CAs (JSON lines): generation, subject, notAfter, current.
+    Issuers,
 }
 
 #[derive(Subcommand, Debug)]

@@ -215,6 +215,49 @@ pub async fn acme(conn: &ConnArgs, cmd: crate::cli::AcmeCommand) -> Result<(), B
     Ok(())
 }
 
+/// `ca-server ca ...`: issuer rotation and the list of issuers.
+pub async fn ca(conn: &ConnArgs, cmd: crate::cli::CaCommand) -> Result<(), BoxErr> {
+    use crate::cli::CaCommand;
+    use ca_proto::v1::ca_admin_client::CaAdminClient;
+    let mut c = CaAdminClient::new(channel(conn).await?);
+    match cmd {
+        CaCommand::Rotate { csr_out: Some(out), .. } => {
+            let r = c.create_issuer_csr(CreateIssuerCsrRequest {}).await?.into_inner();
+            write_out(&out, &r.csr_pem)?;
+            println!(
+                "CSR for issuer generation {} written to {}; sign it with the root (CA:TRUE, pathlen:0, keyCertSign, cRLSign), then run `ca-server ca rotate --import-signed CERT`",
+                r.generation,
+                out.display()
+            );
+        }
+        CaCommand::Rotate { import_signed: Some(cert), .. } => {
+            let certificate = std::fs::read(&cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
+            let r = c.import_issuer(ImportIssuerRequest { certificate }).await?.into_inner();
+            println!("{}", issuer_json(r.issuer.as_ref().ok_or("empty response")?));
+        }
+        CaCommand::Rotate { .. } => {
+            let r = c.rotate_issuer(RotateIssuerRequest {}).await?.into_inner();
+            println!("{}", issuer_json(r.issuer.as_ref().ok_or("empty response")?));
+        }
+        CaCommand::Issuers => {
+            for i in c.list_issuers(ListIssuersRequest {}).await?.into_inner().issuers {
+                println!("{}", issuer_json(&i));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn issuer_json(i: &IssuerInfo) -> serde_json::Value {
+    json!({
+        "generation": i.generation,
+        "subject": i.subject,
+        "not_before": i.not_before_unix,
+        "not_after": i.not_after_unix,
+        "current": i.current,
+    })
+}
+
 /// RFC 3339 or unix seconds.
 fn parse_when(s: &str) -> Result<i64, BoxErr> {
     if let Ok(n) = s.parse::<i64>() {
@@ -264,5 +307,6 @@ fn kind_name(k: &event::Kind) -> &'static str {
         event::Kind::EabKeyCreated(_) => "eab_key_created",
         event::Kind::EabKeyRevoked(_) => "eab_key_revoked",
         event::Kind::RenewalWindowSet(_) => "renewal_window_set",
+        event::Kind::IssuingCaRotated(_) => "issuing_ca_rotated",
     }
 }

@@ -88,6 +88,9 @@ pub struct CaConfig {
     /// ... or with the passphrase in this file (mode 0600 or 0400; one trailing newline is
     /// dropped). At most one of the two.
     pub key_passphrase_file: Option<PathBuf>,
+    /// Warn (log and metric) when the current issuing CA has less than this fraction of
+    /// its lifetime left.
+    pub rotation_warning_fraction: f64,
 }
 
 impl Default for CaConfig {
@@ -97,6 +100,7 @@ impl Default for CaConfig {
             key_algorithm: KeyAlgorithm::EcdsaP256,
             key_passphrase_env: None,
             key_passphrase_file: None,
+            rotation_warning_fraction: 0.2,
         }
     }
 }

@@ -77,9 +77,12 @@ pub async fn ensure(app: &Arc<App>) -> Result<bool, AppError> {
     }
     let dd = DataDir(app.data_dir.clone());
     let csr = new_key(&dd)?;
-    let der = app
-        .issue_with(move |a| sign(a, &csr, now_unix()), |issued| (vec![], issued.certificate_der.clone()))
+    let (der, generation) = app
+        .issue_with(
+            move |a| sign(a, &csr, now_unix()),
+            |issued| (vec![], (issued.certificate_der.clone(), issued.issuer_generation)),
+        )
         .await?;
-    write_cert(&dd, &der, &app.authority.ca().chain_pem)?;
+    write_cert(&dd, &der, &app.issuer_of(generation).chain_pem)?;
     Ok(true)
 }

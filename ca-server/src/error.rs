@@ -28,6 +28,10 @@ pub enum AppError {
     /// the rule and what was refused.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The server is not in the state the request needs (e.g. `ca rotate` without a root
+    /// key on the server); the message says what to do instead.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("shutting down")]
     ShuttingDown,
     /// A bug caught at a boundary (a panicking signing job); the details are in the log.
@@ -63,6 +67,7 @@ impl From<AppError> for Status {
             AppError::NotFound(m) => Status::not_found(m.clone()),
             AppError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
             AppError::PermissionDenied(m) => Status::permission_denied(m.clone()),
+            AppError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
             AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
             AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {
@@ -83,6 +88,7 @@ impl IntoResponse for AppError {
             tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
             tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
             tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -117,7 +117,8 @@ impl CaService {
                 {
                     let app = Arc::clone(&self.app);
                     move |issued| {
-                        let ca = app.authority.ca();
+                        // The issuer that signed it: a rotation may have switched since.
+                        let ca = app.issuer_of(issued.issuer_generation);
                         let mut pem = ca_core::ca::der_to_pem(&issued.certificate_der);
                         pem.push_str(&ca.chain_pem);
                         let response = SignCsrResponse {
@@ -172,6 +173,7 @@ impl CaService {
             .ok_or_else(|| AppError::NotFound(format!("no certificate with serial {serial}")))?;
         Ok(GetCertificateResponse {
             certificate: Some(convert::certificate_info(&rec.issued, rec.revoked.as_ref(), now_unix())),
+            chain_der: self.app.issuer_of(rec.issued.issuer_generation).chain_der(),
         })
     }
 
@@ -271,6 +273,13 @@ impl CertificateAuthority for CaService {
         _request: Request<GetCaCertificatesRequest>,
     ) -> Result<Response<GetCaCertificatesResponse>, Status> {
         let ca = self.app.authority.ca();
+        let issuers = self
+            .app
+            .authority
+            .issuers()
+            .iter()
+            .map(|i| convert::issuer_info(i, i.generation == ca.generation))
+            .collect();
         finish(
             "GetCaCertificates",
             Instant::now(),
@@ -278,6 +287,8 @@ impl CertificateAuthority for CaService {
                 root_der: ca.root_der.clone(),
                 intermediate_der: ca.cert_der.clone(),
                 chain_pem: ca.chain_pem.clone(),
+                generation: ca.generation,
+                issuers,
             }),
         )
     }

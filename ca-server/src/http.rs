@@ -1,4 +1,6 @@
-//! Plain HTTP: CA certificates, CRLs, OCSP, health and metrics.
+//! Plain HTTP: CA certificates, CRLs, OCSP, health and metrics. Issuer generation 0 keeps
+//! the top-level paths (`/crl`, `/ocsp`, `/ca.der`); generation n >= 1 serves the same under
+//! `/issuers/{n}/`. `/ocsp` answers for every issuer the request's CertIDs name.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +33,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/crl/delta.pem", crl_get(CrlRoute { delta: true, pem: true }))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .route("/issuers/{n}/ca.der", get(issuer_ca_der))
+        .route("/issuers/{n}/chain.pem", get(issuer_chain_pem))
+        .route("/issuers/{n}/crl", issuer_crl_get(CrlRoute { delta: false, pem: false }))
+        .route("/issuers/{n}/crl.pem", issuer_crl_get(CrlRoute { delta: false, pem: true }))
+        .route("/issuers/{n}/crl/delta", issuer_crl_get(CrlRoute { delta: true, pem: false }))
+        .route("/issuers/{n}/crl/delta.pem", issuer_crl_get(CrlRoute { delta: true, pem: true }))
+        .route("/issuers/{n}/ocsp", post(issuer_ocsp_post))
+        .route("/issuers/{n}/ocsp/{*request}", get(issuer_ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_BODY))
         .with_state(app)
 }
@@ -51,15 +61,31 @@ async fn chain_pem(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, PEM)], app.authority.ca().chain_pem.clone())
 }
 
-/// The issuing CA in DER: the AIA caIssuers URL of every leaf points here.
+/// Generation 0's issuing CA in DER: the AIA caIssuers URL of its leaves points here (it
+/// stays generation 0 after a rotation: those leaves name it).
 async fn ca_der(State(app): State<Arc<App>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/pkix-cert")], app.authority.ca().cert_der.clone())
+    ([(header::CONTENT_TYPE, "application/pkix-cert")], app.issuer_of(0).cert_der.clone())
+}
+
+fn known_issuer(app: &App, n: u32) -> Result<Arc<ca_core::ca::IssuingCa>, AppError> {
+    app.authority.issuer(n).ok_or_else(|| AppError::NotFound(format!("no issuer generation {n}")))
+}
+
+async fn issuer_ca_der(State(app): State<Arc<App>>, Path(n): Path<u32>) -> Result<Response, AppError> {
+    let ca = known_issuer(&app, n)?;
+    Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], ca.cert_der.clone()).into_response())
+}
+
+async fn issuer_chain_pem(State(app): State<Arc<App>>, Path(n): Path<u32>) -> Result<Response, AppError> {
+    let ca = known_issuer(&app, n)?;
+    Ok(([(header::CONTENT_TYPE, PEM)], ca.chain_pem.clone()).into_response())
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut text = app.metrics.render(&app.store, app.started.elapsed());
         app.acme_metrics.render(&mut text);
+        crate::issuer_life::render(&app, &mut text);
         text
     })
 }
@@ -71,13 +97,18 @@ struct CrlRoute {
     pem: bool,
 }
 
-async fn crl(app: Arc<App>, h: HeaderMap, route: CrlRoute) -> Result<Response, AppError> {
-    let crl = if route.delta { app.revocation.delta_crl().await? } else { app.revocation.full_crl().await? };
+async fn crl(app: Arc<App>, generation: u32, h: HeaderMap, route: CrlRoute) -> Result<Response, AppError> {
+    let r = app.revocation.issuer(generation)?;
+    let crl = if route.delta { r.delta_crl().await? } else { r.full_crl().await? };
     Ok(crl_response(&crl, &h, route.pem))
 }
 
 fn crl_get(route: CrlRoute) -> axum::routing::MethodRouter<Arc<App>> {
-    get(move |State(app): State<Arc<App>>, h: HeaderMap| crl(app, h, route))
+    get(move |State(app): State<Arc<App>>, h: HeaderMap| crl(app, 0, h, route))
+}
+
+fn issuer_crl_get(route: CrlRoute) -> axum::routing::MethodRouter<Arc<App>> {
+    get(move |State(app): State<Arc<App>>, Path(n): Path<u32>, h: HeaderMap| crl(app, n, h, route))
 }
 
 /// CRLs are cacheable until nextUpdate; the ETag is the CRL number (plus the form).
@@ -104,12 +135,24 @@ fn hv(s: &str) -> HeaderValue {
 }
 
 async fn ocsp_post(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    ocsp_answer(&app, &body, false).await
+    ocsp_answer(&app, &body, false, None).await
+}
+
+async fn issuer_ocsp_post(State(app): State<Arc<App>>, Path(n): Path<u32>, body: Bytes) -> Response {
+    ocsp_answer(&app, &body, false, Some(n)).await
+}
+
+async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> Response {
+    ocsp_get_for(&app, &request, None).await
+}
+
+async fn issuer_ocsp_get(State(app): State<Arc<App>>, Path((n, request)): Path<(u32, String)>) -> Response {
+    ocsp_get_for(&app, &request, Some(n)).await
 }
 
 /// RFC 6960 appendix A.1: GET with the DER request base64-encoded (and URL-encoded) in the
 /// path. Standard and URL-safe alphabets are both accepted.
-async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> Response {
+async fn ocsp_get_for(app: &App, request: &str, only: Option<u32>) -> Response {
     let cleaned: String = request.chars().filter(|c| !c.is_whitespace()).collect();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(&cleaned)
@@ -117,7 +160,7 @@ async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> R
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cleaned))
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&cleaned));
     match decoded {
-        Ok(der) => ocsp_answer(&app, &der, true).await,
+        Ok(der) => ocsp_answer(app, &der, true, only).await,
         Err(_) => {
             app.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
             ocsp_bytes(
@@ -130,9 +173,9 @@ async fn ocsp_get(State(app): State<Arc<App>>, Path(request): Path<String>) -> R
     }
 }
 
-async fn ocsp_answer(app: &App, der: &[u8], get: bool) -> Response {
+async fn ocsp_answer(app: &App, der: &[u8], get: bool, only: Option<u32>) -> Response {
     app.metrics.ocsp_responses.fetch_add(1, Ordering::Relaxed);
-    let resp = app.revocation.ocsp(der, &app.pool).await;
+    let resp = app.revocation.ocsp(der, &app.pool, only).await;
     ocsp_bytes(resp, get)
 }
 

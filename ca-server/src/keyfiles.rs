@@ -121,7 +121,17 @@ pub fn check_permissions(dd: &DataDir) -> Result<(), AppError> {
                 keys.display()
             )));
         }
-        for file in [dd.intermediate_key(), dd.root_key(), dd.admin_key()] {
+        // Rotated issuers' keys (`keys/issuing-*.key`, pending ones too) as well.
+        let mut files = vec![dd.intermediate_key(), dd.root_key(), dd.admin_key()];
+        if let Ok(entries) = std::fs::read_dir(&keys) {
+            let more: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "key") && !files.contains(p))
+                .collect();
+            files.extend(more);
+        }
+        for file in files {
             if let Some(mode) = mode_of(&file)?
                 && mode & 0o077 != 0
             {

@@ -17,7 +17,13 @@ pub fn init(
     mut config: Config,
     key_algorithm: Option<&str>,
     import: Option<(&Path, &Path, Option<&Path>)>,
+    offline_root: Option<&Path>,
 ) -> Result<(), AppError> {
+    if offline_root.is_some() && import.is_some() {
+        return Err(AppError::Config(
+            "--offline-root is for a generated root; an imported CA brings no root key".into(),
+        ));
+    }
     if let Some(a) = key_algorithm {
         config.ca.key_algorithm = KeyAlgorithm::parse(a)?;
     }
@@ -36,13 +42,20 @@ pub fn init(
     if store.ca()?.is_some() {
         return Err(AppError::Config(format!("{} already holds a CA", dir.display())));
     }
-    let (ca, _) = app::ensure_ca(&store, dir, &config, material)?;
+    let (issuers, _) = app::ensure_ca(&store, dir, &config, material, offline_root)?;
+    let ca = issuers.last().cloned().ok_or_else(|| AppError::Config("no issuing CA".into()))?;
     let urls = ca_core::issue::PublicUrls::from_base(&config.public_url(config.http_addr))?;
     let policy = ca_core::policy::Policy::new(config.policy.clone())?;
     let authority = ca_core::issue::Authority::new(ca, policy, config.profiles.clone(), &urls)?;
     crate::credential::issue_offline(&store, dir, &authority)?;
     store.flush()?;
     println!("initialized CA in {}; root certificate: {}", dir.display(), dir.join("root.pem").display());
+    if let Some(out) = offline_root {
+        println!(
+            "root key: {} (take it off this server; `ca-server ca rotate --csr-out` / `--import-signed` rotate with it)",
+            out.join("root.key").display()
+        );
+    }
     println!(
         "admin client credential: {} and {} (used by `ca-server client` and `ca-server acme`)",
         dir.join("admin.pem").display(),

@@ -20,6 +20,7 @@ pub fn event_json(e: &Event) -> Value {
             "not_before": c.not_before,
             "not_after": c.not_after,
             "names": c.names,
+            "issuer_generation": c.issuer_generation,
             "certificate_sha256": sha256_hex(&c.certificate_der),
         }),
         Event::CertificateRevoked(r) => json!({
@@ -36,6 +37,7 @@ pub fn event_json(e: &Event) -> Value {
             "this_update": c.this_update,
             "next_update": c.next_update,
             "delta_base": c.delta_base,
+            "issuer_generation": c.issuer_generation,
         }),
         Event::AccountRegistered(a) => json!({
             "kind": e.kind(),
@@ -107,6 +109,12 @@ pub fn event_json(e: &Event) -> Value {
             "start": r.start,
             "end": r.end,
             "requester": r.requester,
+        }),
+        Event::IssuingCaRotated(r) => json!({
+            "kind": e.kind(),
+            "generation": r.generation,
+            "key_ref": r.key_ref,
+            "certificate_sha256": sha256_hex(&r.certificate_der),
         }),
     }
 }

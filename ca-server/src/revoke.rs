@@ -42,7 +42,11 @@ impl App {
         })?;
         authorize(&rec)?;
         let now = now_unix();
-        let entry = CertEntry { seq: rec.issued_seq, not_after: rec.issued.not_after };
+        let entry = CertEntry {
+            seq: rec.issued_seq,
+            not_after: rec.issued.not_after,
+            issuer: rec.issued.issuer_generation,
+        };
         let event = decide_revoke(
             serial,
             Some(&entry),
@@ -56,7 +60,7 @@ impl App {
         let appended = self.store.append(vec![event]).await?;
         let seq = appended.first().map(|a| a.seq).unwrap_or_else(|| self.store.next_seq());
         // Before the acknowledgement: the next OCSP answer and CRL fetch must say revoked.
-        self.revocation.revoked(serial, seq);
+        self.revocation.revoked(serial, rec.issued.issuer_generation, seq);
         self.metrics.revoked.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%serial, reason = req.reason.name(), requester = req.requester, "certificate revoked");
         Ok(now)

@@ -74,20 +74,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let dir = config.data_dir.clone();
     let cfg = config.clone();
-    let (store, ca, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+    let (store, issuers, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let opts = ca_storage::StoreOptions::default()
             .fsync_each_batch(cfg.storage.fsync_each_batch)
             .cache_bytes(cfg.storage.cache_mb.map(|mb| mb << 20));
         let store = app::open_store_with(&dir, opts)?;
-        let (ca, created) = app::ensure_ca(&store, &dir, &cfg, None)?;
-        Ok((store, ca, created))
+        let (issuers, created) = app::ensure_ca(&store, &dir, &cfg, None, None)?;
+        Ok((store, issuers, created))
     })
     .await
     .map_err(|e| AppError::Io(e.to_string()))??;
     if created {
         tracing::info!(root = %config.data_dir.join("root.pem").display(), "created a new CA");
     }
-    let app = Arc::new(App::new(&config, store, ca, public_url.clone())?);
+    let app = Arc::new(App::new(&config, store, issuers, public_url.clone())?);
     match crate::credential::ensure(&app).await {
         Ok(true) => tracing::info!(
             cert = %config.data_dir.join("admin.pem").display(),
@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     app.revocation.start(app.pool.clone(), rx.clone()).await?;
+    crate::issuer_life::start(app.clone(), rx.clone());
 
     let (acme_addr, acme) = match acme_listener {
         Some(l) => {
@@ -134,11 +135,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     } else {
         Some(crate::tls::grpc_server_config(&app, &config.grpc, grpc_addr, rx.clone()).await?)
     };
+    let ca_admin = ca_proto::v1::ca_admin_server::CaAdminServer::new(crate::ca_admin::CaAdminService {
+        app: app.clone(),
+    });
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(svc)
-        .add_service(admin);
+        .add_service(admin)
+        .add_service(ca_admin);
     let mut grpc_rx = rx.clone();
     let accept_rx = rx.clone();
     tasks.push(tokio::spawn(async move {

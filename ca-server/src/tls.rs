@@ -76,11 +76,15 @@ async fn self_issue(
                     now_unix(),
                 )?)
             },
-            |issued| (vec![], (issued.certificate_der.clone(), issued.not_before, issued.not_after)),
+            |issued| {
+                let ans = (issued.certificate_der.clone(), issued.not_before, issued.not_after);
+                (vec![], (ans, issued.issuer_generation))
+            },
         )
         .await?;
-    let (der, nb, na) = issued;
-    let chain = vec![CertificateDer::from(der), CertificateDer::from(app.authority.ca().cert_der.clone())];
+    let ((der, nb, na), generation) = issued;
+    let issuer = app.issuer_of(generation);
+    let chain = vec![CertificateDer::from(der), CertificateDer::from(issuer.cert_der.clone())];
     let ck = certified(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)), requester)?;
     Ok((ck, nb + (na - nb) * 2 / 3))
 }
@@ -144,9 +148,12 @@ pub async fn grpc_server_config(
     // Trust anchors: the root, and the issuing CA too, so a client that sends only its
     // leaf (`openssl s_client -cert`, which sends the first certificate of the file) is
     // verified as well as one that sends leaf and issuing CA. Both are this CA's own.
-    let ca = app.authority.ca();
+    // Every issuer known at start (credentials of an older generation stay valid; later
+    // generations' clients are verified through the root, their chains carry the rest).
+    let issuers = app.authority.issuers();
     let mut roots = rustls::RootCertStore::empty();
-    for der in [&ca.root_der, &ca.cert_der] {
+    let root = issuers.first().map(|ca| ca.root_der.clone()).unwrap_or_default();
+    for der in std::iter::once(&root).chain(issuers.iter().map(|ca| &ca.cert_der)) {
         roots
             .add(CertificateDer::from(der.clone()))
             .map_err(|e| AppError::Config(format!("gRPC TLS trust anchor: {e}")))?;

@@ -26,6 +26,7 @@ fn event(n: u64) -> Event {
         not_before: 1_700_000_000,
         not_after: 1_700_086_400,
         names: vec![format!("svc-{n}.default.svc.cluster.local"), "svc.internal".into()],
+        issuer_generation: 0,
     })
 }
 

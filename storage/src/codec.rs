@@ -71,18 +71,70 @@ pub(crate) fn parse_log_value(seq: u64, v: &[u8]) -> Result<LogValue<'_>, StoreE
     })
 }
 
-/// `certs` value: issued seq u64 BE || not_after i64 BE.
-pub(crate) fn cert_value(e: &CertEntry) -> [u8; 16] {
-    let mut v = [0u8; 16];
+/// `certs` value: issued seq u64 BE || not_after i64 BE, then the issuer generation u32 BE
+/// when it is not 0 (so values written before rotation existed read as generation 0, and
+/// generation 0's entries keep their 16 bytes).
+pub(crate) fn cert_value(e: &CertEntry) -> CertValue {
+    let mut v = [0u8; 20];
     v[..8].copy_from_slice(&e.seq.to_be_bytes());
-    v[8..].copy_from_slice(&e.not_after.to_be_bytes());
-    v
+    v[8..16].copy_from_slice(&e.not_after.to_be_bytes());
+    v[16..].copy_from_slice(&e.issuer.to_be_bytes());
+    CertValue { bytes: v, len: if e.issuer == 0 { 16 } else { 20 } }
+}
+
+/// An encoded `certs` value (16 or 20 bytes).
+pub(crate) struct CertValue {
+    bytes: [u8; 20],
+    len: usize,
+}
+
+impl AsRef<[u8]> for CertValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::ops::Deref for CertValue {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
 }
 
 pub(crate) fn parse_cert_value(serial: &[u8], v: &[u8]) -> Result<CertEntry, StoreError> {
-    match (v.len(), v.get(..8).and_then(be_u64), v.get(8..).and_then(be_i64)) {
-        (16, Some(seq), Some(not_after)) => Ok(CertEntry { seq, not_after }),
+    let issuer = match v.len() {
+        16 => Some(0),
+        20 => v.get(16..).and_then(be_u32).filter(|g| *g != 0),
+        _ => None,
+    };
+    match (issuer, v.get(..8).and_then(be_u64), v.get(8..16).and_then(be_i64)) {
+        (Some(issuer), Some(seq), Some(not_after)) => Ok(CertEntry { seq, not_after, issuer }),
         _ => Err(index_corrupt("certs", serial, v.len())),
+    }
+}
+
+/// `issuers` tree key of generation `g`'s rotation record (value: its seq u64 BE).
+pub(crate) fn issuer_seq_key(g: u32) -> [u8; 5] {
+    let mut k = [b'r'; 5];
+    k[1..].copy_from_slice(&g.to_be_bytes());
+    k
+}
+
+/// `issuers` tree key of generation `g`'s highest full CRL number (value: u64 BE); only
+/// for g >= 1 (generation 0's lives in `meta`, where it always did).
+pub(crate) fn issuer_crl_key(g: u32) -> [u8; 5] {
+    let mut k = [b'c'; 5];
+    k[1..].copy_from_slice(&g.to_be_bytes());
+    k
+}
+
+/// `(kind, generation)` of an `issuers` key.
+pub(crate) fn parse_issuer_key(k: &[u8]) -> Result<(u8, u32), StoreError> {
+    match (k.first(), k.get(1..).and_then(be_u32)) {
+        (Some(&kind @ (b'r' | b'c')), Some(g)) => Ok((kind, g)),
+        _ => {
+            Err(StoreError::Corrupt { seq: 0, detail: format!("issuers index key {} is malformed", hex(k)) })
+        }
     }
 }
 
@@ -197,7 +249,7 @@ mod tests {
 
         #[test]
         fn index_values_round_trip(seq in any::<u64>(), t in any::<i64>(), inv in proptest::option::of(any::<i64>().prop_filter("0 is the sentinel", |v| *v != 0)), r in 0usize..10) {
-            let c = CertEntry { seq, not_after: t };
+            let c = CertEntry { seq, not_after: t, issuer: r as u32 };
             prop_assert_eq!(parse_cert_value(b"s", &cert_value(&c)).unwrap(), c);
             let e = RevokedEntry { seq, reason: RevocationReason::ALL[r], revoked_at: t, invalidity_date: inv };
             prop_assert_eq!(parse_revoked_value(b"s", &revoked_value(&e)).unwrap(), e);

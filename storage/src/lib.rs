@@ -101,9 +101,10 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `log` | seq `u64` | prev_hash (32) ‖ hash (32) ‖ recorded_at_micros `i64` (8) ‖ event bytes (`ca.v1.Event`) |
-//! | `certs` | serial bytes | issued seq `u64` ‖ not_after `i64` |
+//! | `certs` | serial bytes | issued seq `u64` ‖ not_after `i64` (‖ issuer generation `u32` when not 0) |
 //! | `revoked` | serial bytes | seq `u64` ‖ reason code `u8` ‖ revoked_at `i64` ‖ invalidity date `i64` (0 = none, as on the wire) |
 //! | `expiry` | (not_after `i64` with its sign bit flipped, as `u64`) ‖ serial bytes | empty |
+//! | `issuers` | `r` ‖ generation `u32` / `c` ‖ generation `u32` | seq `u64` of its `IssuingCaRotated` / its highest full CRL number `u64` (generation 0's stays in `meta`) |
 //! | `meta` | `format`, `projected_through`, `ca_seq`, `last_crl_number` | `u32` format version, `u64`s |
 //!
 //! `hash = SHA-256(prev_hash ‖ seq_be ‖ event_bytes)`, record 0 chaining from 32 zero bytes

@@ -76,6 +76,8 @@ pub(crate) struct Trees {
     pub expiry: sled::Tree,
     /// The ACME index: `AcmeKey::entry(seq)` -> empty (see `ca_core::acme::index`).
     pub acme: sled::Tree,
+    /// Issuer generations: rotation record seqs and per-issuer CRL numbers (`codec`).
+    pub issuers: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -87,6 +89,7 @@ impl Trees {
             revoked: db.open_tree("revoked")?,
             expiry: db.open_tree("expiry")?,
             acme: db.open_tree("acme")?,
+            issuers: db.open_tree("issuers")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -107,6 +110,8 @@ pub(crate) struct ProjBatch {
     revoked: Vec<(IVec, IVec)>,
     expiry: Vec<(IVec, IVec)>,
     acme: Vec<(IVec, IVec)>,
+    /// `issuers` writes; CRL numbers are kept as the maximum at commit.
+    issuers: Vec<([u8; 5], u64)>,
 }
 
 impl ProjBatch {
@@ -114,9 +119,9 @@ impl ProjBatch {
     pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &IndexEvent) {
         match event {
             IndexEvent::CaInitialized => st.ca_seq = Some(seq),
-            IndexEvent::CertificateIssued { serial, not_after } => {
-                let entry = CertEntry { seq, not_after: *not_after };
-                self.certs.push((serial.as_bytes().into(), codec::cert_value(&entry)[..].into()));
+            IndexEvent::CertificateIssued { serial, not_after, issuer } => {
+                let entry = CertEntry { seq, not_after: *not_after, issuer: *issuer };
+                self.certs.push((serial.as_bytes().into(), codec::cert_value(&entry).as_ref().into()));
                 self.expiry.push((codec::expiry_key(*not_after, serial).into(), IVec::default()));
             }
             IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
@@ -129,8 +134,16 @@ impl ProjBatch {
                 self.revoked.push((serial.as_bytes().into(), codec::revoked_value(&entry)[..].into()));
             }
             // Delta CRLs do not advance the full CRL number.
-            IndexEvent::CrlPublished { number, delta_base: None } => st.last_crl = st.last_crl.max(*number),
+            IndexEvent::CrlPublished { number, delta_base: None, issuer: 0 } => {
+                st.last_crl = st.last_crl.max(*number)
+            }
+            IndexEvent::CrlPublished { number, delta_base: None, issuer } => {
+                self.issuers.push((codec::issuer_crl_key(*issuer), *number))
+            }
             IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::IssuingCaRotated { generation } => {
+                self.issuers.push((codec::issuer_seq_key(*generation), seq))
+            }
             IndexEvent::Acme(keys) => {
                 self.acme.extend(keys.iter().map(|k| (k.entry(seq).into(), IVec::default())));
             }
@@ -151,6 +164,14 @@ impl ProjBatch {
             for (k, v) in writes {
                 tree.insert(k, v)?;
             }
+        }
+        for (k, v) in self.issuers {
+            // A CRL number only grows; a rotation record's seq is simply its own.
+            let keep = match (k[0], trees.issuers.get(k)?) {
+                (b'c', Some(old)) => codec::be_u64(&old).unwrap_or(0).max(v),
+                _ => v,
+            };
+            trees.issuers.insert(k, &keep.to_be_bytes()[..])?;
         }
         if st.ca_seq != before.ca_seq || st.last_crl != before.last_crl || st.through.is_none() {
             st.store(&trees.meta)?;

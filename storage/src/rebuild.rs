@@ -129,6 +129,7 @@ struct Issued {
     serial: Key,
     seq: u64,
     not_after: i64,
+    issuer: u32,
 }
 
 struct Revoked {
@@ -145,6 +146,8 @@ struct Fold {
     acme: Vec<Vec<u8>>,
     ca_seq: Option<u64>,
     last_crl: u64,
+    /// `issuers` tree entries (rotation seqs, CRL numbers of generations >= 1).
+    issuers: std::collections::BTreeMap<[u8; 5], u64>,
 }
 
 impl Fold {
@@ -164,6 +167,10 @@ impl Fold {
             fold.acme.extend(p.acme);
             fold.ca_seq = fold.ca_seq.max(p.ca_seq);
             fold.last_crl = fold.last_crl.max(p.last_crl);
+            for (k, v) in p.issuers {
+                let e = fold.issuers.entry(k).or_default();
+                *e = (*e).max(v);
+            }
         }
         fold
     }
@@ -224,6 +231,11 @@ pub(crate) fn rebuild(
         st.ca_seq = fold.ca_seq;
         st.last_crl = fold.last_crl;
         let scanned = started.elapsed();
+        if index == 0 {
+            // Not partitioned: the first pass owns the whole (tiny) tree.
+            let issuers = std::mem::take(&mut fold.issuers);
+            reconcile(&trees.issuers, issuers.iter().map(|(k, v)| (k, v.to_be_bytes())), |_| true)?;
+        }
         let mut acme = std::mem::take(&mut fold.acme);
         acme.sort_unstable();
         acme.dedup();
@@ -274,9 +286,9 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
     crate::project::for_each_indexed(log, range.start, range.end, |seq, event| {
         match event {
             IndexEvent::CaInitialized => fold.ca_seq = Some(seq),
-            IndexEvent::CertificateIssued { serial, not_after } => {
+            IndexEvent::CertificateIssued { serial, not_after, issuer } => {
                 if part.owns(serial.as_bytes()) {
-                    fold.issued.push(Issued { serial: Key::new(&serial), seq, not_after });
+                    fold.issued.push(Issued { serial: Key::new(&serial), seq, not_after, issuer });
                 }
             }
             IndexEvent::CertificateRevoked { serial, reason, revoked_at, invalidity_date } => {
@@ -285,10 +297,17 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
                     fold.revoked.push(Revoked { serial: Key::new(&serial), entry });
                 }
             }
-            IndexEvent::CrlPublished { number, delta_base: None } => {
+            IndexEvent::CrlPublished { number, delta_base: None, issuer: 0 } => {
                 fold.last_crl = fold.last_crl.max(number)
             }
+            IndexEvent::CrlPublished { number, delta_base: None, issuer } => {
+                let e = fold.issuers.entry(codec::issuer_crl_key(issuer)).or_default();
+                *e = (*e).max(number);
+            }
             IndexEvent::CrlPublished { delta_base: Some(_), .. } => {}
+            IndexEvent::IssuingCaRotated { generation } => {
+                fold.issuers.insert(codec::issuer_seq_key(generation), seq);
+            }
             IndexEvent::Acme(keys) => {
                 fold.acme.extend(keys.iter().map(|k| k.entry(seq)).filter(|e| part.owns(e)));
             }
@@ -319,8 +338,12 @@ fn reconcile_fold(trees: &Trees, fold: Fold, part: Part) -> Result<(Diff, Diff, 
         let expiry = std::thread::Builder::new().name("ca-rebuild-expiry".into()).spawn_scoped(s, expiry_job);
         let certs = reconcile(
             &trees.certs,
-            last_per_serial(issued, |i| &i.serial)
-                .map(|i| (i.serial, codec::cert_value(&CertEntry { seq: i.seq, not_after: i.not_after }))),
+            last_per_serial(issued, |i| &i.serial).map(|i| {
+                (
+                    i.serial,
+                    codec::cert_value(&CertEntry { seq: i.seq, not_after: i.not_after, issuer: i.issuer }),
+                )
+            }),
             |k| part.owns(k),
         );
         revoked.sort_unstable_by(|a, b| a.serial.cmp(&b.serial).then(a.entry.seq.cmp(&b.entry.seq)));
@@ -469,6 +492,7 @@ mod tests {
             not_before: 0,
             not_after,
             names: vec![],
+            issuer_generation: (n % 3) as u32,
         })
     }
 
@@ -508,6 +532,7 @@ mod tests {
                     this_update: 1,
                     next_update: 2,
                     delta_base: (n % 2 == 1).then_some(1),
+                    issuer_generation: (n % 3) as u32,
                 }));
             }
         }
@@ -516,6 +541,13 @@ mod tests {
         h.push(Event::AccountDeactivated(ca_core::event::AccountDeactivated { account_id: "a".into() }));
         h.push(Event::EabKeyRevoked(ca_core::event::EabKeyRevoked { kid: "k".into() }));
         h.push(ca(2));
+        for generation in [1, 2] {
+            h.push(Event::IssuingCaRotated(ca_core::event::IssuingCaRotated {
+                generation,
+                certificate_der: vec![0x30],
+                key_ref: format!("issuing-{generation}.key"),
+            }));
+        }
         h
     }
 

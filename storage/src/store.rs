@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use ca_core::chain::{ChainVerifier, GENESIS, Hash, record_hash};
-use ca_core::event::{CaInitialized, CertificateIssued};
-use ca_core::projection::{Inventory, RevokedEntry};
+use ca_core::event::{CaInitialized, CertificateIssued, IssuingCaRotated};
+use ca_core::projection::{CertEntry, Inventory, RevokedEntry};
 use ca_core::{Event, Serial};
 use ca_proto::convert::{decode_event, encode_event};
 use tokio::sync::{broadcast, oneshot};
@@ -584,6 +584,42 @@ impl EventStore {
         ca_at(self.shared(), seq).map(Some)
     }
 
+    /// Every `IssuingCaRotated` record (durable), by generation, oldest first. The server
+    /// reads this at start to know every issuer besides the one of [`ca`](Self::ca).
+    pub fn issuers(&self) -> Result<Vec<IssuingCaRotated>, StoreError> {
+        let next = self.next_seq();
+        let sh = self.shared();
+        let mut out = Vec::new();
+        for item in sh.trees.issuers.iter() {
+            let (k, v) = item?;
+            let (kind, generation) = codec::parse_issuer_key(&k)?;
+            let Some(seq) = codec::be_u64(&v).filter(|s| kind == b'r' && *s < next) else { continue };
+            let raw = sh.read_raw(seq)?.ok_or_else(|| StoreError::Corrupt {
+                seq,
+                detail: format!("issuer index points generation {generation} at a missing record"),
+            })?;
+            match decode_record(seq, &raw)?.event {
+                Event::IssuingCaRotated(r) if r.generation == generation => out.push(r),
+                other => {
+                    return Err(StoreError::Corrupt {
+                        seq,
+                        detail: format!("issuer index points at a {} record", other.kind()),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Highest full CRL number issuer `generation` published (0 when none).
+    pub fn last_crl_number_of(&self, generation: u32) -> Result<u64, StoreError> {
+        if generation == 0 {
+            return self.last_crl_number();
+        }
+        let v = self.shared().trees.issuers.get(codec::issuer_crl_key(generation))?;
+        Ok(v.and_then(|v| codec::be_u64(&v)).unwrap_or(0))
+    }
+
     /// A certificate by serial (durable state only).
     pub fn cert(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
         let next = self.next_seq();
@@ -699,6 +735,19 @@ impl EventStore {
     /// building. Entries whose certificate is unknown (which `decide_revoke` never lets
     /// into the log) are skipped, as `Inventory::unexpired_revoked` does.
     pub fn revoked(&self) -> Result<Vec<(Serial, RevokedEntry, i64)>, StoreError> {
+        self.revoked_where(|_| true)
+    }
+
+    /// [`revoked`](Self::revoked) restricted to certificates issuer `generation` signed:
+    /// what that issuer's CRL lists.
+    pub fn revoked_of(&self, generation: u32) -> Result<Vec<(Serial, RevokedEntry, i64)>, StoreError> {
+        self.revoked_where(|c| c.issuer == generation)
+    }
+
+    fn revoked_where(
+        &self,
+        keep: impl Fn(&CertEntry) -> bool,
+    ) -> Result<Vec<(Serial, RevokedEntry, i64)>, StoreError> {
         let next = self.next_seq();
         let trees = &self.shared().trees;
         let mut out = Vec::new();
@@ -710,7 +759,9 @@ impl EventStore {
             }
             let Some(cv) = trees.certs.get(&k)? else { continue };
             let c = codec::parse_cert_value(&k, &cv)?;
-            out.push((codec::parse_serial(&k)?, r, c.not_after));
+            if keep(&c) {
+                out.push((codec::parse_serial(&k)?, r, c.not_after));
+            }
         }
         Ok(out)
     }
@@ -776,6 +827,19 @@ impl EventStore {
         for item in sh.trees.acme.iter() {
             let (k, _) = item?;
             inv.acme.insert(k.to_vec());
+        }
+        for item in sh.trees.issuers.iter() {
+            let (k, v) = item?;
+            let (kind, g) = codec::parse_issuer_key(&k)?;
+            let v = codec::be_u64(&v).ok_or_else(|| StoreError::Corrupt {
+                seq: 0,
+                detail: format!("issuers entry for generation {g} holds {} bytes, expected 8", v.len()),
+            })?;
+            if kind == b'r' {
+                inv.issuers.insert(g, v)
+            } else {
+                inv.issuer_crl_numbers.insert(g, v)
+            };
         }
         Ok(inv)
     }

@@ -52,19 +52,22 @@ fn event() -> impl Strategy<Value = Event> {
             text(),
             small_i64(),
             small_i64(),
-            proptest::collection::vec(text(), 0..3)
+            (proptest::collection::vec(text(), 0..3), any::<u32>())
         )
-            .prop_map(|(serial, der, profile, requester, not_before, not_after, names)| {
-                Event::CertificateIssued(CertificateIssued {
-                    serial,
-                    certificate_der: der,
-                    profile,
-                    requester,
-                    not_before,
-                    not_after,
-                    names,
-                })
-            }),
+            .prop_map(
+                |(serial, der, profile, requester, not_before, not_after, (names, issuer_generation))| {
+                    Event::CertificateIssued(CertificateIssued {
+                        serial,
+                        certificate_der: der,
+                        profile,
+                        requester,
+                        not_before,
+                        not_after,
+                        names,
+                        issuer_generation,
+                    })
+                }
+            ),
         (serial(), 0usize..10, small_i64(), text(), proptest::option::of(small_i64())).prop_map(
             |(serial, r, revoked_at, requester, invalidity_date)| {
                 Event::CertificateRevoked(CertificateRevoked {
@@ -76,10 +79,31 @@ fn event() -> impl Strategy<Value = Event> {
                 })
             }
         ),
-        (any::<u64>(), small_i64(), small_i64(), proptest::option::of(prop_oneof![Just(0u64), any::<u64>()]))
-            .prop_map(|(number, this_update, next_update, delta_base)| {
-                Event::CrlPublished(CrlPublished { number, this_update, next_update, delta_base })
+        (
+            any::<u64>(),
+            small_i64(),
+            small_i64(),
+            proptest::option::of(prop_oneof![Just(0u64), any::<u64>()]),
+            any::<u32>()
+        )
+            .prop_map(|(number, this_update, next_update, delta_base, issuer_generation)| {
+                Event::CrlPublished(CrlPublished {
+                    number,
+                    this_update,
+                    next_update,
+                    delta_base,
+                    issuer_generation,
+                })
             }),
+        (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..20), text()).prop_map(
+            |(generation, certificate_der, key_ref)| {
+                Event::IssuingCaRotated(ca_core::event::IssuingCaRotated {
+                    generation,
+                    certificate_der,
+                    key_ref,
+                })
+            }
+        ),
         (proptest::collection::vec(any::<u8>(), 0..20), any::<bool>()).prop_map(|(der, imported)| {
             Event::CaInitialized(CaInitialized {
                 root_der: der.clone(),

@@ -92,6 +92,8 @@ impl Model {
                 this_update: 1,
                 next_update: 2,
                 delta_base: delta.then_some(number.saturating_sub(1).max(1)),
+                // Spread over three issuers: each keeps its own CRL number.
+                issuer_generation: (*number % 3) as u32,
             }),
             EvSpec::Ca(tag) => common::ca(*tag),
         }
@@ -99,6 +101,7 @@ impl Model {
 
     fn issue(&mut self, serial: &[u8], not_after: i64) -> Event {
         let serial = Serial::from_bytes(serial).unwrap();
+        let issuer_generation = u32::from(serial.as_bytes()[0] % 3);
         self.issued.push(serial.clone());
         Event::CertificateIssued(CertificateIssued {
             serial,
@@ -108,6 +111,7 @@ impl Model {
             not_before: 0,
             not_after,
             names: vec!["a.internal".into()],
+            issuer_generation,
         })
     }
 

@@ -29,6 +29,7 @@ fn reopening_a_large_store_replays_nothing_and_is_fast() {
                     not_before: 0,
                     not_after: 1_700_000_000 + k as i64,
                     names: vec![format!("svc-{k}.internal")],
+                    issuer_generation: 0,
                 })
             })
             .collect();

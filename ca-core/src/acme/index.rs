@@ -90,7 +90,8 @@ pub fn keys_of(event: &Event) -> Vec<AcmeKey> {
         Event::CaInitialized(_)
         | Event::CertificateIssued(_)
         | Event::CertificateRevoked(_)
-        | Event::CrlPublished(_) => vec![],
+        | Event::CrlPublished(_)
+        | Event::IssuingCaRotated(_) => vec![],
         Event::AccountRegistered(a) => {
             vec![AcmeKey::Account(a.account_id.clone()), AcmeKey::AccountKey(a.thumbprint.clone())]
         }

@@ -23,10 +23,10 @@ use crate::app::now_unix;
 /// Clients poll again after this long (RFC 9773 4.3; clients clamp to 1 min .. 1 day).
 const RETRY_AFTER_SECS: u64 = 6 * 3600;
 
-/// The issuing CA's subject key identifier: the AKI keyIdentifier of every leaf.
-fn issuer_key_id(acme: &Acme) -> Option<Vec<u8>> {
+/// An issuing CA's subject key identifier: the AKI keyIdentifier of every leaf it signs.
+fn issuer_key_id(ca: &ca_core::ca::IssuingCa) -> Option<Vec<u8>> {
     use x509_parser::prelude::*;
-    let (_, ca) = X509Certificate::from_der(&acme.app.authority.ca().cert_der).ok()?;
+    let (_, ca) = X509Certificate::from_der(&ca.cert_der).ok()?;
     ca.extensions().iter().find_map(|e| match e.parsed_extension() {
         ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
         _ => None,
@@ -35,7 +35,9 @@ fn issuer_key_id(acme: &Acme) -> Option<Vec<u8>> {
 
 /// certID = b64u(AKI keyIdentifier) "." b64u(serial DER integer value bytes).
 pub fn cert_id_for(acme: &Acme, serial: &Serial) -> Option<String> {
-    let kid = issuer_key_id(acme)?;
+    // The certificate's own issuer (it may predate a rotation).
+    let generation = acme.app.store.cert(serial).ok().flatten().map_or(0, |r| r.issued.issuer_generation);
+    let kid = issuer_key_id(&acme.app.issuer_of(generation))?;
     let s = serial.as_bytes();
     let value = if s.first().is_some_and(|b| b & 0x80 != 0) { [&[0u8][..], s].concat() } else { s.to_vec() };
     Some(format!("{}.{}", b64u(kid), b64u(value)))
@@ -47,7 +49,7 @@ fn parse_cert_id(acme: &Acme, id: &str) -> AcmeResult<Serial> {
         .split_once('.')
         .ok_or_else(|| AcmeError::new(Problem::Malformed, "certID must be keyIdentifier.serial"))?;
     let kid = b64u_decode(k)?;
-    if Some(kid) != issuer_key_id(acme) {
+    if !acme.app.authority.issuers().iter().any(|ca| issuer_key_id(ca).as_ref() == Some(&kid)) {
         return Err(AcmeError::not_found("certID names another issuer"));
     }
     let mut serial = b64u_decode(s)?;

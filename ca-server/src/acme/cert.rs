@@ -42,7 +42,8 @@ pub async fn certificate(
         .cert(&s)?
         .filter(|r| r.issued.requester == requester(&acct.id))
         .ok_or_else(|| AcmeError::not_found(format!("no certificate {serial} for this account")))?;
-    let ca = acme.app.authority.ca();
+    // The chain of the certificate's own issuer, which a rotation may have replaced since.
+    let ca = acme.app.issuer_of(rec.issued.issuer_generation);
     let mut pem = der_to_pem(&rec.issued.certificate_der);
     pem.push_str(&der_to_pem(&ca.cert_der));
     let mut resp = (StatusCode::OK, pem).into_response();

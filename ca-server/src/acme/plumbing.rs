@@ -101,6 +101,7 @@ impl From<AppError> for AcmeError {
             AppError::NotFound(m) => AcmeError::not_found(m),
             AppError::InvalidArgument(m) => AcmeError::new(Problem::Malformed, m),
             AppError::PermissionDenied(m) => AcmeError::new(Problem::Unauthorized, m),
+            AppError::FailedPrecondition(m) => AcmeError::new(Problem::Malformed, m),
             AppError::Busy(_) => {
                 let mut p = AcmeError::new(Problem::RateLimited, e.to_string())
                     .with_status(StatusCode::SERVICE_UNAVAILABLE);

@@ -21,6 +21,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
 pub use ca_core::projection::IndexEvent;
 
 mod acme;
+mod issuer;
+pub use issuer::issuer_info;
 
 /// Decode only what the projections need from the log's bytes, for replay and rebuild:
 /// `decode_event_index(b)` is `decode_event(b).map(|e| IndexEvent::of(&e))`, except that
@@ -173,6 +175,7 @@ mod lean {
     struct Issued<'a> {
         serial: &'a [u8],
         not_after: i64,
+        issuer: u32,
     }
 
     #[derive(Default)]
@@ -187,6 +190,7 @@ mod lean {
     struct Crl {
         number: u64,
         delta_base: u64,
+        issuer: u32,
     }
 
     enum Kind<'a> {
@@ -207,7 +211,7 @@ mod lean {
     const NESTED: u32 = RECURSION_LIMIT - 1;
 
     // `ca.v1.CertificateIssued`: serial 1, certificate_der 2, profile 3, requester 4,
-    // not_before_unix 5, not_after_unix 6, names 7 (repeated).
+    // not_before_unix 5, not_after_unix 6, names 7 (repeated), issuer_generation 8.
     fn issued<'a>(body: &'a [u8], m: &mut Issued<'a>) -> R<()> {
         fields(body, |tag, wt, b| {
             match tag {
@@ -220,6 +224,8 @@ mod lean {
                     int(wt, b)?;
                 }
                 6 => m.not_after = int(wt, b)? as i64,
+                // prost decodes a uint32 as the varint truncated to 32 bits.
+                8 => m.issuer = int(wt, b)? as u32,
                 _ => skip(wt, tag, b, NESTED)?,
             }
             Ok(())
@@ -243,7 +249,8 @@ mod lean {
         })
     }
 
-    // `ca.v1.CrlPublished`: number 1, this_update_unix 2, next_update_unix 3, delta_base 4.
+    // `ca.v1.CrlPublished`: number 1, this_update_unix 2, next_update_unix 3, delta_base 4,
+    // issuer_generation 5.
     fn crl(body: &[u8], m: &mut Crl) -> R<()> {
         fields(body, |tag, wt, b| {
             match tag {
@@ -252,6 +259,7 @@ mod lean {
                     int(wt, b)?;
                 }
                 4 => m.delta_base = int(wt, b)?,
+                5 => m.issuer = int(wt, b)? as u32,
                 _ => skip(wt, tag, b, NESTED)?,
             }
             Ok(())
@@ -311,9 +319,11 @@ mod lean {
             None => {
                 return Err(WireError::Domain(ca_core::Error::InvalidEvent("event without a kind".into())));
             }
-            Some(Kind::Issued(m)) => {
-                IndexEvent::CertificateIssued { serial: serial(m.serial)?, not_after: m.not_after }
-            }
+            Some(Kind::Issued(m)) => IndexEvent::CertificateIssued {
+                serial: serial(m.serial)?,
+                not_after: m.not_after,
+                issuer: m.issuer,
+            },
             Some(Kind::Revoked(m)) => IndexEvent::CertificateRevoked {
                 serial: serial(m.serial)?,
                 reason: RevocationReason::from_code(m.reason).map_err(WireError::Domain)?,
@@ -323,6 +333,7 @@ mod lean {
             Some(Kind::Crl(m)) => IndexEvent::CrlPublished {
                 number: m.number,
                 delta_base: (m.delta_base != 0).then_some(m.delta_base),
+                issuer: m.issuer,
             },
         };
         Ok(Decoded::Index(ix))
@@ -383,6 +394,7 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
             not_before_unix: c.not_before,
             not_after_unix: c.not_after,
             names: c.names.clone(),
+            issuer_generation: c.issuer_generation,
         }),
         Event::CertificateRevoked(r) => Kind::CertificateRevoked(v1::CertificateRevoked {
             serial: r.serial.as_bytes().to_vec(),
@@ -396,6 +408,7 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
             this_update_unix: c.this_update,
             next_update_unix: c.next_update,
             delta_base: c.delta_base.unwrap_or(0),
+            issuer_generation: c.issuer_generation,
         }),
         Event::AccountRegistered(x) => Kind::AccountRegistered(x.into()),
         Event::AccountUpdated(x) => Kind::AccountUpdated(x.into()),
@@ -410,6 +423,11 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
         Event::EabKeyCreated(x) => Kind::EabKeyCreated(x.into()),
         Event::EabKeyRevoked(x) => Kind::EabKeyRevoked(x.into()),
         Event::RenewalWindowSet(x) => Kind::RenewalWindowSet(x.into()),
+        Event::IssuingCaRotated(r) => Kind::IssuingCaRotated(v1::IssuingCaRotated {
+            generation: r.generation,
+            certificate_der: r.certificate_der.clone(),
+            key_ref: r.key_ref.clone(),
+        }),
     };
     v1::Event { kind: Some(kind) }
 }
@@ -432,6 +450,7 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
             not_before: c.not_before_unix,
             not_after: c.not_after_unix,
             names: c.names,
+            issuer_generation: c.issuer_generation,
         }),
         Kind::CertificateRevoked(r) => Event::CertificateRevoked(dom::CertificateRevoked {
             serial: serial(&r.serial)?,
@@ -445,6 +464,7 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
             this_update: c.this_update_unix,
             next_update: c.next_update_unix,
             delta_base: (c.delta_base != 0).then_some(c.delta_base),
+            issuer_generation: c.issuer_generation,
         }),
         Kind::AccountRegistered(x) => Event::AccountRegistered(x.try_into()?),
         Kind::AccountUpdated(x) => Event::AccountUpdated(x.try_into()?),
@@ -459,6 +479,11 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
         Kind::EabKeyCreated(x) => Event::EabKeyCreated(x.try_into()?),
         Kind::EabKeyRevoked(x) => Event::EabKeyRevoked(x.try_into()?),
         Kind::RenewalWindowSet(x) => Event::RenewalWindowSet(x.try_into()?),
+        Kind::IssuingCaRotated(r) => Event::IssuingCaRotated(dom::IssuingCaRotated {
+            generation: r.generation,
+            certificate_der: r.certificate_der,
+            key_ref: r.key_ref,
+        }),
     })
 }
 
@@ -484,6 +509,7 @@ pub fn certificate_info(
         revoked_at_unix: revoked.map_or(0, |r| r.revoked_at),
         revocation_reason: revoked.map_or(0, |r| reason_to_proto(r.reason) as i32),
         names: c.names.clone(),
+        issuer_generation: c.issuer_generation,
     }
 }
 
@@ -523,6 +549,7 @@ mod tests {
                 not_before: 10,
                 not_after: 20,
                 names: vec!["a.internal".into()],
+                issuer_generation: 2,
             }),
             Event::CertificateRevoked(dom::CertificateRevoked {
                 serial: s.clone(),
@@ -536,6 +563,7 @@ mod tests {
                 this_update: 1,
                 next_update: 2,
                 delta_base: Some(2),
+                issuer_generation: 1,
             }),
         ];
         let events = events.into_iter().chain(acme_samples(&s));
@@ -642,6 +670,12 @@ mod tests {
                 not_before: -10,
                 not_after: -20,
                 names: vec!["a.internal".into(), "b.internal".into()],
+                issuer_generation: 7,
+            }),
+            Event::IssuingCaRotated(dom::IssuingCaRotated {
+                generation: 7,
+                certificate_der: vec![0x30, 1],
+                key_ref: "issuing-7.key".into(),
             }),
             // An invalidity date of 0 and a delta base of 0 read back as none.
             Event::CertificateRevoked(dom::CertificateRevoked {
@@ -656,12 +690,14 @@ mod tests {
                 this_update: 1,
                 next_update: 2,
                 delta_base: Some(0),
+                issuer_generation: 3,
             }),
             Event::CrlPublished(dom::CrlPublished {
                 number: 4,
                 this_update: 1,
                 next_update: 2,
                 delta_base: Some(3),
+                issuer_generation: 0,
             }),
         ];
         let events = events.into_iter().chain(acme_samples(&s));

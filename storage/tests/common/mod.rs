@@ -23,6 +23,7 @@ pub fn issued(s: &Serial, not_after: i64) -> Event {
         not_before: not_after - 3600,
         not_after,
         names: vec![format!("{}.internal", s.to_hex())],
+        issuer_generation: 0,
     })
 }
 
@@ -37,7 +38,13 @@ pub fn revoked(s: &Serial, reason: RevocationReason, at: i64, invalidity: Option
 }
 
 pub fn crl(number: u64, delta_base: Option<u64>) -> Event {
-    Event::CrlPublished(CrlPublished { number, this_update: 1, next_update: 2, delta_base })
+    Event::CrlPublished(CrlPublished {
+        number,
+        this_update: 1,
+        next_update: 2,
+        delta_base,
+        issuer_generation: 0,
+    })
 }
 
 pub fn ca(tag: u8) -> Event {

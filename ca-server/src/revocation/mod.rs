@@ -1,5 +1,7 @@
 //! The revocation read side: CRLs (full + delta) and OCSP answers, both projections of the
-//! event log kept fresh from the revoked set.
+//! event log kept fresh from the revoked set. One [`Revocation`] per issuer generation
+//! (`crl.rs` publishes, `ocsp.rs` answers), held by the [`Registry`] (`registry.rs`), which
+//! routes OCSP requests by CertID and follows the log.
 //!
 //! - **CRLs** are rebuilt from the persisted revoked set when revocations land (a burst is
 //!   coalesced into one publication), before nextUpdate, and on demand when a fetch finds
@@ -15,6 +17,13 @@
 //!   revocation from caching a stale `good`. A
 //!   follower of the log pre-signs the `revoked` answers of every revocation it sees.
 
+mod crl;
+mod ocsp;
+mod registry;
+
+pub use ocsp::OcspRequest;
+pub use registry::Registry;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,12 +31,9 @@ use std::sync::{Arc, RwLock};
 use axum::body::Bytes;
 use ca_core::Serial;
 use ca_core::ca::IssuingCa;
-use ca_core::crl::{self, CrlInput, RevokedCert};
-use ca_core::event::{CertificateIssued, CrlPublished, Event};
+use ca_core::event::{CertificateIssued, Event};
 use ca_core::keys::KeyAlgorithm;
-use ca_core::ocsp::{
-    self, CertId, CertStatus, HashAlgorithm, OcspResponder, OcspResponseStatus, SingleAnswer,
-};
+use ca_core::ocsp::{CertId, CertStatus, HashAlgorithm, OcspResponder};
 use ca_core::signer::SoftwareSigner;
 use ca_storage::EventStore;
 use serde::{Deserialize, Serialize};
@@ -35,7 +41,6 @@ use serde::{Deserialize, Serialize};
 use crate::app::now_unix;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::signing::SigningPool;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,10 +128,11 @@ impl Revocation {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, AppError> {
         let responder = OcspResponder::for_ca(&ca)?;
+        let prefix = ca_core::issue::issuer_path_prefix(ca.generation);
         let r = Arc::new(Revocation {
             store,
+            freshest_url: format!("{}{prefix}/crl/delta", public_url.trim_end_matches('/')),
             ca,
-            freshest_url: format!("{}/crl/delta", public_url.trim_end_matches('/')),
             cfg,
             responder: RwLock::new(Arc::new(responder)),
             full: RwLock::new(None),
@@ -141,11 +147,15 @@ impl Revocation {
         Ok(r)
     }
 
-    /// Publish the first CRLs, set up the OCSP signer, and start the background tasks: one
-    /// republishes CRLs on revocations and before nextUpdate, one follows the log.
+    /// The issuer this serves.
+    pub fn ca(&self) -> &Arc<IssuingCa> {
+        &self.ca
+    }
+
+    /// Publish the first CRLs, set up the OCSP signer, and start the task that republishes
+    /// CRLs on revocations and before nextUpdate (the registry follows the log).
     pub async fn start(
         self: &Arc<Self>,
-        pool: SigningPool,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), AppError> {
         if self.cfg.ocsp_delegated_signer {
@@ -156,7 +166,6 @@ impl Revocation {
         if let Err(e) = self.publish().await {
             tracing::error!(error = %e, "initial CRL publication failed");
         }
-        tokio::spawn(self.clone().follow_log(pool, shutdown.clone()));
         let me = self.clone();
         tokio::spawn(async move { me.run(shutdown).await });
         Ok(())
@@ -164,6 +173,14 @@ impl Revocation {
 
     async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
+            // An expired issuer's certificates have all expired too: nothing left to list.
+            if now_unix() >= self.ca.not_after {
+                tracing::info!(
+                    issuer = self.ca.generation,
+                    "issuing CA expired; its CRLs are no longer renewed"
+                );
+                return;
+            }
             let next_due = self.next_due_in();
             tokio::select! {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
@@ -234,7 +251,7 @@ impl Revocation {
     /// switch to it. Cached answers signed by the old one stay valid until they refresh.
     async fn rotate_ocsp_signer(&self) -> Result<(), AppError> {
         let now = now_unix();
-        let (der, key) = ocsp::issue_ocsp_signer(
+        let (der, key) = ca_core::ocsp::issue_ocsp_signer(
             &self.ca,
             KeyAlgorithm::EcdsaP256,
             now,
@@ -252,6 +269,7 @@ impl Revocation {
                 not_before,
                 not_after,
                 names: vec![],
+                issuer_generation: self.ca.generation,
             })])
             .await?;
         if let Ok(mut g) = self.responder.write() {
@@ -275,115 +293,6 @@ impl Revocation {
         if before < seq + 1 {
             self.wake.notify_one();
         }
-    }
-
-    /// Build and log a full CRL and its delta from the current revoked set.
-    pub async fn publish(&self) -> Result<(), AppError> {
-        let _one = self.publish_lock.lock().await;
-        let generation = self.generation.load(Ordering::Acquire);
-        let now = now_unix();
-        let head = self.store.next_seq();
-        let revoked = self.store.revoked()?;
-        let last = self.store.last_crl_number()?;
-        let full_number = if last == 0 { 1 } else { last + 2 };
-        let delta_number = full_number + 1;
-
-        let entries: Vec<RevokedCert> = revoked
-            .iter()
-            .filter(|(_, _, not_after)| *not_after >= now)
-            .map(|(s, e, _)| RevokedCert::from_projection(s, e))
-            .collect();
-        let (base_number, base_next_seq) = {
-            let mut b = self.base.lock().map_err(|_| AppError::Io("base lock poisoned".into()))?;
-            let rotate =
-                b.as_ref().is_none_or(|b| now - b.published_at >= self.cfg.delta_base_period_secs as i64);
-            if rotate {
-                *b = Some(Base { number: full_number, next_seq: head, published_at: now });
-            }
-            b.as_ref().map(|b| (b.number, b.next_seq)).unwrap_or((full_number, head))
-        };
-        let delta_entries: Vec<RevokedCert> = revoked
-            .iter()
-            .filter(|(_, e, not_after)| e.seq >= base_next_seq && *not_after >= now)
-            .map(|(s, e, _)| RevokedCert::from_projection(s, e))
-            .collect();
-
-        let ca = self.ca.clone();
-        let fresh = self.freshest_url.clone();
-        let (full_next, delta_next) =
-            (now + self.cfg.crl_validity_secs as i64, now + self.cfg.delta_validity_secs as i64);
-        let started = std::time::Instant::now();
-        let n_entries = entries.len();
-        let (full_der, delta_der) = tokio::task::spawn_blocking(move || -> Result<_, ca_core::Error> {
-            let full = crl::build_crl(
-                &ca,
-                &CrlInput {
-                    number: full_number,
-                    this_update: now,
-                    next_update: full_next,
-                    entries: &entries,
-                    delta_base: None,
-                    freshest_crl_url: Some(&fresh),
-                },
-            )?;
-            let delta = crl::build_crl(
-                &ca,
-                &CrlInput {
-                    number: delta_number,
-                    this_update: now,
-                    next_update: delta_next,
-                    entries: &delta_entries,
-                    delta_base: Some(base_number),
-                    freshest_crl_url: None,
-                },
-            )?;
-            Ok((full, delta))
-        })
-        .await
-        .map_err(|e| AppError::Io(e.to_string()))??;
-
-        // Served only once its publication is durable in the log.
-        self.store
-            .append(vec![
-                Event::CrlPublished(CrlPublished {
-                    number: full_number,
-                    this_update: now,
-                    next_update: full_next,
-                    delta_base: None,
-                }),
-                Event::CrlPublished(CrlPublished {
-                    number: delta_number,
-                    this_update: now,
-                    next_update: delta_next,
-                    delta_base: Some(base_number),
-                }),
-            ])
-            .await?;
-        let mk = |der: Vec<u8>, number, next_update| {
-            Arc::new(PublishedCrl {
-                pem: crl::crl_to_pem(&der),
-                der,
-                number,
-                this_update: now,
-                next_update,
-                covers_generation: generation,
-            })
-        };
-        if let Ok(mut g) = self.full.write() {
-            *g = Some(mk(full_der, full_number, full_next));
-        }
-        if let Ok(mut g) = self.delta.write() {
-            *g = Some(mk(delta_der, delta_number, delta_next));
-        }
-        self.metrics.crl_published.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            number = full_number,
-            entries = n_entries,
-            delta_base = base_number,
-            build_ms = started.elapsed().as_secs_f64() * 1e3,
-            "CRL published"
-        );
-        Ok(())
     }
 
     /// The current full CRL, republished first if a revocation was acknowledged since.
@@ -414,137 +323,6 @@ impl Revocation {
         match covered {
             Some((c, next)) if c >= g && next > now_unix() => Ok(()),
             _ => self.publish().await,
-        }
-    }
-
-    /// Answer a DER OCSP request. Always returns an OCSP response (errors included).
-    pub async fn ocsp(&self, req: &[u8], pool: &SigningPool) -> Bytes {
-        let parsed = match ocsp::parse_request(req) {
-            Ok(p) => p,
-            Err(e) => {
-                self.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "bad OCSP request");
-                return Bytes::from(ocsp::error_response(e.status()));
-            }
-        };
-        let responder = self.responder();
-        if !parsed.cert_ids.iter().all(|id| responder.matches_issuer(id)) {
-            self.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
-            return Bytes::from(ocsp::error_response(OcspResponseStatus::Unauthorized));
-        }
-        let now = now_unix();
-        // The cacheable shape: one canonical CertID, no nonce.
-        let cache_key = match (&parsed.nonce, parsed.cert_ids.as_slice()) {
-            (None, [id]) => id
-                .serial
-                .as_ref()
-                .filter(|s| responder.cert_id(id.hash, s).der() == id.der())
-                .map(|s| (id.hash, s.clone())),
-            _ => None,
-        };
-        if let Some(k) = &cache_key
-            && let Some(hit) = self
-                .cache
-                .read()
-                .ok()
-                .and_then(|c| c.get(k).filter(|a| a.refresh_at > now).map(|a| a.der.clone()))
-        {
-            self.metrics.ocsp_cache_hits.fetch_add(1, Ordering::Relaxed);
-            return hit;
-        }
-        self.answer(responder, parsed.cert_ids, parsed.nonce, cache_key, pool).await
-    }
-
-    /// Look the statuses up, sign one response on the pool, cache it when `cache_key` says
-    /// it is the cacheable shape.
-    async fn answer(
-        &self,
-        responder: Arc<OcspResponder>,
-        cert_ids: Vec<CertId>,
-        nonce: Option<Vec<u8>>,
-        cache_key: Option<(HashAlgorithm, Serial)>,
-        pool: &SigningPool,
-    ) -> Bytes {
-        let now = now_unix();
-        let generation = self.generation.load(Ordering::Acquire);
-        let mut statuses = Vec::with_capacity(cert_ids.len());
-        for id in &cert_ids {
-            match self.status_of(id) {
-                Ok(s) => statuses.push(s),
-                Err(e) => {
-                    tracing::error!(error = %e, "OCSP status lookup failed");
-                    return Bytes::from(ocsp::error_response(OcspResponseStatus::InternalError));
-                }
-            }
-        }
-        let validity = self.cfg.ocsp_validity_secs as i64;
-        let built = pool
-            .run(move || {
-                let answers: Vec<SingleAnswer<'_>> = cert_ids
-                    .iter()
-                    .zip(statuses)
-                    .map(|(cert_id, status)| SingleAnswer {
-                        cert_id,
-                        status,
-                        this_update: now,
-                        next_update: now + validity,
-                    })
-                    .collect();
-                ocsp::build_response(&responder, &answers, now, nonce.as_deref())
-            })
-            .await;
-        let der = match built {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "signing an OCSP response failed");
-                return Bytes::from(ocsp::error_response(OcspResponseStatus::InternalError));
-            }
-            Err(_) => return Bytes::from(ocsp::error_response(OcspResponseStatus::TryLater)),
-        };
-        let der = Bytes::from(der);
-        if let Some(k) = cache_key
-            && let Ok(mut c) = self.cache.write()
-            // Only if no revocation landed since the status was read.
-            && self.generation.load(Ordering::Acquire) == generation
-            && c.len() < self.cfg.ocsp_cache_entries
-        {
-            c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + validity / 2 });
-        }
-        der
-    }
-
-    /// Follow the log: every `CertificateRevoked` (whatever path recorded it) invalidates
-    /// the serial's cached answers and pre-signs its `revoked` answers for SHA-1 and
-    /// SHA-256 CertIDs, so relying parties hit the cache right after a revocation.
-    async fn follow_log(
-        self: Arc<Self>,
-        pool: SigningPool,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        use futures::StreamExt;
-        let mut records = Box::pin(self.store.watch(self.store.next_seq()));
-        loop {
-            let next = tokio::select! {
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
-                r = records.next() => r,
-            };
-            let rec = match next {
-                Some(Ok(rec)) => rec,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "revocation follower stopped");
-                    return;
-                }
-                None => return,
-            };
-            if let Event::CertificateRevoked(r) = &rec.event {
-                self.revoked(&r.serial, rec.seq);
-                let responder = self.responder();
-                for h in [HashAlgorithm::Sha1, HashAlgorithm::Sha256] {
-                    let id = responder.cert_id(h, &r.serial);
-                    self.answer(responder.clone(), vec![id], None, Some((h, r.serial.clone())), &pool).await;
-                    self.metrics.ocsp_presigned.fetch_add(1, Ordering::Relaxed);
-                }
-            }
         }
     }
 
