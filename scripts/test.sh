@@ -7,6 +7,8 @@
 #   certbot, lego    the real ACME clients of tests/acme_interop.rs
 #   pebble           /usr/bin/pebble-challtestsrv: DNS server and challenge responder
 #   python3          lego's dns-01 exec hook
+#   softhsm2         the PKCS#11 token of tests/pkcs11.rs (/usr/lib/softhsm/libsofthsm2.so,
+#                    softhsm2-util to make a fresh token per test)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ have certbot || missing+=(certbot)
 have lego || missing+=(lego)
 [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 have python3 || missing+=(python3)
+{ have softhsm2-util && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing+=(softhsm2)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()

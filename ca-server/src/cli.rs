@@ -71,6 +71,10 @@ pub enum Command {
         /// The chain above the imported CA (PEM, ending with the root); omit for a self-signed CA.
         #[arg(long, requires = "import_cert")]
         import_chain: Option<PathBuf>,
+        /// Generate the issuing key inside the PKCS#11 token of `[ca.pkcs11]` (in the
+        /// --config file); the root stays a software key in the data dir and signs it.
+        #[arg(long, conflicts_with = "import_cert")]
+        pkcs11: bool,
     },
     /// Offline checks of the event log.
     Audit {

@@ -14,6 +14,7 @@ pub mod issuance;
 pub mod keyfiles;
 pub mod metrics;
 pub mod offline;
+pub mod pkcs11;
 pub mod render;
 pub mod revocation;
 pub mod revoke;

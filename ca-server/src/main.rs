@@ -73,13 +73,13 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(0)
             })
         }
-        Command::Init { dir, key_algorithm, import_cert, import_key, import_chain } => {
+        Command::Init { dir, key_algorithm, import_cert, import_key, import_chain, pkcs11 } => {
             let config = dir.resolve()?;
             let import = match (&import_cert, &import_key) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path(), import_chain.as_deref())),
                 _ => None,
             };
-            offline::init(&config.data_dir.clone(), config, key_algorithm.as_deref(), import)?;
+            offline::init(&config.data_dir.clone(), config, key_algorithm.as_deref(), import, pkcs11)?;
             Ok(0)
         }
         Command::Audit { command: AuditCommand::Verify { dir } } => {

@@ -17,9 +17,24 @@ pub fn init(
     mut config: Config,
     key_algorithm: Option<&str>,
     import: Option<(&Path, &Path, Option<&Path>)>,
+    pkcs11: bool,
 ) -> Result<(), AppError> {
     if let Some(a) = key_algorithm {
         config.ca.key_algorithm = KeyAlgorithm::parse(a)?;
+    }
+    match (&config.ca.pkcs11, pkcs11) {
+        (None, true) => {
+            return Err(AppError::Config(
+                "--pkcs11 needs a [ca.pkcs11] section (module, token_label, key_label, pin_file) in the --config file"
+                    .into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(AppError::Config(
+                "[ca.pkcs11] is set: the issuing key goes in the token; run `init --pkcs11`".into(),
+            ));
+        }
+        _ => {}
     }
     let material = match import {
         Some((cert, key, chain)) => {
@@ -36,6 +51,10 @@ pub fn init(
     if store.ca()?.is_some() {
         return Err(AppError::Config(format!("{} already holds a CA", dir.display())));
     }
+    let material = match (material, &config.ca.pkcs11) {
+        (None, Some(p)) => Some(crate::pkcs11::generate_ca(&config, p)?),
+        (m, _) => m,
+    };
     let (ca, _) = app::ensure_ca(&store, dir, &config, material)?;
     let urls = ca_core::issue::PublicUrls::from_base(&config.public_url(config.http_addr))?;
     let policy = ca_core::policy::Policy::new(config.policy.clone())?;
