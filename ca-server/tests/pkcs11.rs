@@ -369,15 +369,78 @@ fn wrong_pin_missing_label_loose_pin_file_and_a_second_init_are_refused_clearly(
     assert_eq!(server.http_get("/healthz").0, 200);
 }
 
-/// The test process cannot set `SOFTHSM2_CONF` for itself (no `unsafe` here), so the
-/// check through cryptoki runs in a child: this same test binary, running
-/// [`token_key_attributes`] with the variables set.
-fn inspect_key_in_child(hsm: &Hsm, label: &str) {
+/// The test process cannot set `SOFTHSM2_CONF` for itself (no `unsafe` here), so checks
+/// that talk to the token from this process run in a child: this same test binary, running
+/// only `test` with the variable set and `spec` (lines) in `CA_TEST_PKCS11_CHILD`.
+fn run_in_child(test: &str, hsm: &Hsm, spec: &[&str]) -> String {
     let (ok, out) = run(Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "token_key_attributes", "--nocapture", "--test-threads", "1"])
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env("SOFTHSM2_CONF", &hsm.conf)
-        .env("CA_TEST_PKCS11_INSPECT", format!("{}\n{}\n{label}", hsm.token, hsm.pin_file.display())));
-    assert!(ok && out.contains("key attributes checked"), "child check: {out}");
+        .env("CA_TEST_PKCS11_CHILD", spec.join("\n")));
+    assert!(ok, "child {test}: {out}");
+    out
+}
+
+fn inspect_key_in_child(hsm: &Hsm, label: &str) {
+    let out = run_in_child("token_key_attributes", hsm, &[&hsm.token, hsm.pin_file.to_str().unwrap(), label]);
+    assert!(out.contains("key attributes checked"), "{out}");
+}
+
+/// A session the token stops honouring (here: another session of the process logs the
+/// user out, so every session loses its login) is reopened and the signature retried once;
+/// the signature verifies. Run alone, it makes its token and key, then runs itself in a child.
+#[test]
+fn lost_sessions_are_reopened_and_the_signature_retried() {
+    use ca_core::signer::Signer;
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use std::sync::atomic::Ordering;
+
+    let Ok(spec) = std::env::var("CA_TEST_PKCS11_CHILD") else {
+        let tmp = tempfile::tempdir().unwrap();
+        let hsm = Hsm::new(tmp.path(), "ca-hsm-reopen");
+        let cfg =
+            hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "[signing]\nworkers = 2\n");
+        let (ok, out) = hsm.init(&tmp.path().join("data"), &cfg, &[]);
+        assert!(ok, "init --pkcs11: {out}");
+        let out = run_in_child(
+            "lost_sessions_are_reopened_and_the_signature_retried",
+            &hsm,
+            &[cfg.to_str().unwrap()],
+        );
+        assert!(out.contains("reopened and verified"), "{out}");
+        return;
+    };
+    let config = ca_server::config::Config::load(Some(Path::new(spec.trim()))).unwrap();
+    let signer = ca_server::pkcs11::open_key(&config, KEY_LABEL).unwrap();
+    let verify = |sig: &[u8]| {
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            signer.public_key_raw(),
+        )
+        .verify(b"to be signed", sig)
+        .is_ok()
+    };
+    assert!(verify(&signer.sign(b"to be signed").unwrap()));
+    assert_eq!(ca_server::pkcs11::SESSION_REOPENS.load(Ordering::Relaxed), 0);
+
+    // The same module (dlopen gives this process's one instance): log the user out.
+    let ctx = Pkcs11::new(config.ca.pkcs11.as_ref().unwrap().module.clone()).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "ca-hsm-reopen")
+        .unwrap();
+    ctx.open_ro_session(slot).unwrap().logout().unwrap();
+
+    // Every pooled session is now without a login; each signature reopens its session.
+    for _ in 0..4 {
+        assert!(verify(&signer.sign(b"to be signed").unwrap()));
+    }
+    assert!(ca_server::pkcs11::SESSION_REOPENS.load(Ordering::Relaxed) >= 1);
+    assert_eq!(ca_server::pkcs11::SIGN_ERRORS.load(Ordering::Relaxed), 0);
+    println!("reopened and verified");
 }
 
 /// Through cryptoki: the private key object is sensitive (and always was), not extractable
@@ -390,7 +453,7 @@ fn token_key_attributes() {
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
 
-    let Ok(spec) = std::env::var("CA_TEST_PKCS11_INSPECT") else {
+    let Ok(spec) = std::env::var("CA_TEST_PKCS11_CHILD") else {
         let tmp = tempfile::tempdir().unwrap();
         let hsm = Hsm::new(tmp.path(), "ca-hsm-inspect");
         let cfg = hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
