@@ -391,7 +391,6 @@ fn inspect_key_in_child(hsm: &Hsm, label: &str) {
 /// the signature verifies. Run alone, it makes its token and key, then runs itself in a child.
 #[test]
 fn lost_sessions_are_reopened_and_the_signature_retried() {
-    use ca_core::signer::Signer;
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use std::sync::atomic::Ordering;
 
