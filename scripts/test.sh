@@ -9,6 +9,8 @@
 #   python3          lego's dns-01 exec hook; tests/grpc_python.rs (grpcio client)
 #   python3-pip      tests/grpc_python.rs pip-installs pinned grpcio/grpcio-tools from PyPI
 #                    into the target dir (once; later runs reuse it)
+#   softhsm2         the PKCS#11 token of tests/pkcs11.rs (/usr/lib/softhsm/libsofthsm2.so,
+#                    softhsm2-util to make a fresh token per test)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ have lego || missing+=(lego)
 [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 have python3 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+{ have softhsm2-util && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing+=(softhsm2)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()

@@ -15,7 +15,9 @@ const NOW: i64 = 1_800_000_000;
 
 fn issuing_ca(alg: KeyAlgorithm) -> IssuingCa {
     let m = ca::generate(alg, "Bench", time::OffsetDateTime::now_utc()).unwrap();
-    let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).unwrap());
+    let signer = Arc::new(
+        SoftwareSigner::from_pkcs8(m.intermediate_key.as_ref().expect("software key").der()).unwrap(),
+    );
     IssuingCa::new(m.intermediate_der, m.root_der, signer).unwrap()
 }
 

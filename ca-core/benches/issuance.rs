@@ -13,7 +13,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 fn setup() -> (Authority, Vec<u8>) {
     let m = ca::generate(KeyAlgorithm::EcdsaP256, "Bench", time::OffsetDateTime::now_utc()).unwrap();
-    let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).unwrap());
+    let signer = Arc::new(
+        SoftwareSigner::from_pkcs8(m.intermediate_key.as_ref().expect("software key").der()).unwrap(),
+    );
     let ica = Arc::new(IssuingCa::new(m.intermediate_der, m.root_der, signer).unwrap());
     let auth = Authority::new(
         ica,

@@ -28,7 +28,9 @@ fn request(cert_id_der: &[u8]) -> Vec<u8> {
 
 fn benches(c: &mut Criterion) {
     let m = ca::generate(KeyAlgorithm::EcdsaP256, "Bench", time::OffsetDateTime::now_utc()).unwrap();
-    let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).unwrap());
+    let signer = Arc::new(
+        SoftwareSigner::from_pkcs8(m.intermediate_key.as_ref().expect("software key").der()).unwrap(),
+    );
     let ca = IssuingCa::new(m.intermediate_der, m.root_der, signer).unwrap();
     let responder = OcspResponder::for_ca(&ca).unwrap();
     let serial = Serial::random(&ring::rand::SystemRandom::new()).unwrap();

@@ -22,7 +22,8 @@ pub struct CaMaterial {
     /// `None` for an imported CA whose root key we never see.
     pub root_key: Option<Pkcs8Key>,
     pub intermediate_der: Vec<u8>,
-    pub intermediate_key: Pkcs8Key,
+    /// `None` when the issuing key lives outside the process (an HSM): nothing to write.
+    pub intermediate_key: Option<Pkcs8Key>,
     pub algorithm: KeyAlgorithm,
     pub imported: bool,
 }
@@ -31,6 +32,21 @@ const YEAR: i64 = 365 * 86_400;
 
 /// Generate a root (10 years) and an intermediate (5 years, pathLen 0) named after `name`.
 pub fn generate(alg: KeyAlgorithm, name: &str, now: OffsetDateTime) -> Result<CaMaterial, Error> {
+    let int_key = keys::generate(alg)?;
+    let int_signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pkcs8(int_key.der())?);
+    let mut material = generate_with_issuing_signer(alg, name, now, int_signer)?;
+    material.intermediate_key = Some(int_key);
+    Ok(material)
+}
+
+/// [`generate`] for an issuing key held elsewhere (an HSM): a software root of `alg`
+/// certifies `issuing`'s public key. The material carries no intermediate key.
+pub fn generate_with_issuing_signer(
+    alg: KeyAlgorithm,
+    name: &str,
+    now: OffsetDateTime,
+    issuing: Arc<dyn Signer>,
+) -> Result<CaMaterial, Error> {
     let rng = SystemRandom::new();
     let root_key = keys::generate(alg)?;
     let root_signer = SignerRef(Arc::new(SoftwareSigner::from_pkcs8(root_key.der())?));
@@ -38,8 +54,7 @@ pub fn generate(alg: KeyAlgorithm, name: &str, now: OffsetDateTime) -> Result<Ca
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let root_cert = root.self_signed(&root_signer)?;
 
-    let int_key = keys::generate(alg)?;
-    let int_signer = SignerRef(Arc::new(SoftwareSigner::from_pkcs8(int_key.der())?));
+    let int_signer = SignerRef(issuing.clone());
     let mut int = ca_params(&format!("{name} Intermediate CA"), name, now, 5 * YEAR, &rng)?;
     int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     // digitalSignature lets the intermediate sign OCSP responses directly.
@@ -52,8 +67,8 @@ pub fn generate(alg: KeyAlgorithm, name: &str, now: OffsetDateTime) -> Result<Ca
         root_der: root_cert.der().to_vec(),
         root_key: Some(root_key),
         intermediate_der: int_cert.der().to_vec(),
-        intermediate_key: int_key,
-        algorithm: alg,
+        intermediate_key: None,
+        algorithm: issuing.key_algorithm(),
         imported: false,
     })
 }
@@ -112,7 +127,7 @@ pub fn import(cert_pem: &str, key_pem: &str, chain_pem: Option<&str>) -> Result<
         root_der,
         root_key: None,
         intermediate_der: cert_der,
-        intermediate_key: key,
+        intermediate_key: Some(key),
         algorithm: alg,
         imported: true,
     })
@@ -215,11 +230,32 @@ mod tests {
 
         let cert_pem = der_to_pem(&ca.intermediate_der);
         let chain = der_to_pem(&ca.root_der);
-        let imported = import(&cert_pem, &ca.intermediate_key.to_pem(), Some(&chain)).unwrap();
+        let imported =
+            import(&cert_pem, &ca.intermediate_key.as_ref().unwrap().to_pem(), Some(&chain)).unwrap();
         assert_eq!(imported.root_der, ca.root_der);
         assert!(imported.imported);
 
         let other = generate(KeyAlgorithm::EcdsaP256, "Other", OffsetDateTime::now_utc()).unwrap();
-        assert!(import(&cert_pem, &other.intermediate_key.to_pem(), Some(&chain)).is_err());
+        assert!(import(&cert_pem, &other.intermediate_key.as_ref().unwrap().to_pem(), Some(&chain)).is_err());
+    }
+
+    #[test]
+    fn an_external_issuing_key_is_certified_by_the_root_and_not_carried() {
+        let key = keys::generate(KeyAlgorithm::EcdsaP384).unwrap();
+        let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pkcs8(key.der()).unwrap());
+        let ca = generate_with_issuing_signer(
+            KeyAlgorithm::EcdsaP384,
+            "Hsm",
+            OffsetDateTime::now_utc(),
+            signer.clone(),
+        )
+        .unwrap();
+        assert!(ca.intermediate_key.is_none() && ca.root_key.is_some());
+        assert_eq!(ca.algorithm, KeyAlgorithm::EcdsaP384);
+        let (_, root) = X509Certificate::from_der(&ca.root_der).unwrap();
+        let (_, int) = X509Certificate::from_der(&ca.intermediate_der).unwrap();
+        assert_eq!(int.public_key().subject_public_key.data.as_ref(), signer.public_key_raw());
+        int.verify_signature(Some(root.public_key())).unwrap();
+        IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer).unwrap();
     }
 }

@@ -43,7 +43,9 @@ struct Pki {
 impl Pki {
     fn new(alg: KeyAlgorithm) -> Pki {
         let m = ca::generate(alg, "Revocation Test", time::OffsetDateTime::now_utc()).unwrap();
-        let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).unwrap());
+        let signer = Arc::new(
+            SoftwareSigner::from_pkcs8(m.intermediate_key.as_ref().expect("software key").der()).unwrap(),
+        );
         let ca = Arc::new(IssuingCa::new(m.intermediate_der, m.root_der, signer).unwrap());
         let auth = Authority::new(
             ca.clone(),

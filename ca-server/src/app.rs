@@ -104,15 +104,20 @@ pub fn ensure_ca(
             )));
         }
         crate::keyfiles::check_permissions(&dd)?;
-        let pass = crate::keyfiles::passphrase(&config.ca)?;
-        let key = crate::keyfiles::read_key(&dd.intermediate_key(), pass.as_ref())?;
-        drop(pass);
-        let signer = Arc::new(SoftwareSigner::from_pkcs8(key.der())?);
-        drop(key);
-        let mut issuers =
-            vec![Arc::new(IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer)?)];
+        let signer = crate::pkcs11::issuing_signer(config, &dd)?;
+        let gen0 = IssuingCa::new(ca.intermediate_der.clone(), ca.root_der.clone(), signer).map_err(|e| {
+            match &config.ca.pkcs11 {
+                Some(p) => AppError::Config(format!(
+                    "{} does not match the issuing CA certificate recorded in {}: {e}",
+                    crate::pkcs11::describe(p),
+                    dir.display()
+                )),
+                None => e.into(),
+            }
+        })?;
+        let mut issuers = vec![Arc::new(gen0)];
         for r in store.issuers()? {
-            let signer = crate::issuer_keys::open_issuing_key(&dd, &config.ca, &r.key_ref)?;
+            let signer = crate::issuer_keys::open_issuing_key(&dd, config, &r.key_ref)?;
             let ica =
                 IssuingCa::new(r.certificate_der, ca.root_der.clone(), signer)?.with_generation(r.generation);
             issuers.push(Arc::new(ica));
@@ -125,6 +130,13 @@ pub fn ensure_ca(
 
     let material = match import {
         Some(m) => m,
+        // An HSM key is made only on purpose, by `init --pkcs11`, never by a first `serve`.
+        None if config.ca.pkcs11.is_some() => {
+            return Err(AppError::Config(format!(
+                "{} holds no CA and [ca.pkcs11] is set: create it with `ca-server init --pkcs11 --config FILE`",
+                dir.display()
+            )));
+        }
         None => {
             tracing::info!(algorithm = %config.ca.key_algorithm, "initializing a new dev CA");
             ca::generate(config.ca.key_algorithm, &config.ca.name, time::OffsetDateTime::now_utc())?
@@ -136,8 +148,9 @@ pub fn ensure_ca(
     let pass = crate::keyfiles::passphrase(&config.ca)?;
     fs::create_dir_all(dd.keys())?;
     set_mode(&dd.keys(), 0o700)?;
-    let int_file = crate::keyfiles::encode_key(&material.intermediate_key, pass.as_ref())?;
-    write_secret(&dd.intermediate_key(), int_file.as_bytes())?;
+    if let Some(ik) = &material.intermediate_key {
+        write_secret(&dd.intermediate_key(), crate::keyfiles::encode_key(ik, pass.as_ref())?.as_bytes())?;
+    }
     if let Some(rk) = &material.root_key {
         let root_file = crate::keyfiles::encode_key(rk, pass.as_ref())?;
         match offline_root {
@@ -149,7 +162,11 @@ pub fn ensure_ca(
         tracing::info!(setting = p.source(), "CA keys written encrypted (PKCS#8, PBES2)");
     }
     drop(pass);
-    let signer = Arc::new(SoftwareSigner::from_pkcs8(material.intermediate_key.der())?);
+    let signer: Arc<dyn ca_core::signer::Signer> = match &material.intermediate_key {
+        Some(ik) => Arc::new(SoftwareSigner::from_pkcs8(ik.der())?),
+        // No key in the material: it is in the token (`init --pkcs11` just made it).
+        None => crate::pkcs11::issuing_signer(config, &dd)?,
+    };
     let ica = IssuingCa::new(material.intermediate_der.clone(), material.root_der.clone(), signer)?;
     store.append_blocking(vec![Event::CaInitialized(CaInitialized {
         root_der: material.root_der.clone(),
@@ -237,8 +254,9 @@ pub struct App {
     pub revocation: Arc<crate::revocation::Registry>,
     /// The data dir (key files, EAB secrets).
     pub data_dir: PathBuf,
-    /// `[ca]`: name, key passphrase, rotation warning.
-    pub ca_config: crate::config::CaConfig,
+    /// The configuration it started with (`[ca]` name, key passphrase, rotation warning
+    /// and `[ca.pkcs11]` are what rotation needs).
+    pub config: Config,
     /// The ACME frontend's counters (rendered with the rest at `/metrics`).
     pub acme_metrics: Arc<crate::acme::metrics::AcmeMetrics>,
     /// Per-caller authorization on gRPC (`[[authz.rules]]`).
@@ -288,7 +306,7 @@ impl App {
             started: Instant::now(),
             public_url,
             data_dir: config.data_dir.clone(),
-            ca_config: config.ca.clone(),
+            config: config.clone(),
             acme_metrics: Arc::default(),
         })
     }

@@ -75,6 +75,10 @@ pub enum Command {
         /// (created 0700) instead of the data dir, for the operator to take offline.
         #[arg(long, conflicts_with = "import_cert")]
         offline_root: Option<PathBuf>,
+        /// Generate the issuing key inside the PKCS#11 token of `[ca.pkcs11]` (in the
+        /// --config file); the root stays a software key in the data dir and signs it.
+        #[arg(long, conflicts_with = "import_cert")]
+        pkcs11: bool,
     },
     /// Offline checks of the event log.
     Audit {

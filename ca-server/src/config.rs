@@ -91,6 +91,22 @@ pub struct CaConfig {
     /// Warn (log and metric) when the current issuing CA has less than this fraction of
     /// its lifetime left.
     pub rotation_warning_fraction: f64,
+    /// `[ca.pkcs11]`: the issuing key lives in a PKCS#11 token (`pkcs11.rs`).
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+/// `[ca.pkcs11]`: where the issuing CA's key is (made by `ca-server init --pkcs11`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The label of the token (slot) holding the key.
+    pub token_label: String,
+    /// CKA_LABEL of the issuing key pair.
+    pub key_label: String,
+    /// File with the user PIN (mode 0600 or 0400; one trailing newline is dropped).
+    pub pin_file: PathBuf,
 }
 
 impl Default for CaConfig {
@@ -101,6 +117,7 @@ impl Default for CaConfig {
             key_passphrase_env: None,
             key_passphrase_file: None,
             rotation_warning_fraction: 0.2,
+            pkcs11: None,
         }
     }
 }
@@ -223,6 +240,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("set only one"), "{err}");
+    }
+
+    #[test]
+    fn pkcs11_section_is_read_and_strict() {
+        let cfg = load_text(
+            "[ca.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"ca\"\n\
+             key_label = \"issuing\"\npin_file = \"/run/secrets/pin\"\n",
+        )
+        .unwrap();
+        let p = cfg.ca.pkcs11.expect("[ca.pkcs11]");
+        assert_eq!((p.token_label.as_str(), p.key_label.as_str()), ("ca", "issuing"));
+        assert_eq!(p.pin_file, Path::new("/run/secrets/pin"));
+        assert!(load_text("").unwrap().ca.pkcs11.is_none());
+        let err = load_text("[ca.pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\nkey_label = \"k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pin_file"), "{err}");
+        assert!(
+            load_text(
+                "[ca.pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\nkey_label = \"k\"\n\
+                 pin_file = \"/p\"\npin = \"1234\"\n"
+            )
+            .is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

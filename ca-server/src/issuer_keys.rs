@@ -1,6 +1,7 @@
 //! Where issuing-CA keys live: the one seam between rotation and key storage. Software keys
-//! are PKCS#8 files under `keys/` (0600, encrypted when `[ca] key_passphrase_*` is set); a
-//! hardware backend plugs in here, behind the same `key_ref` strings.
+//! are PKCS#8 files under `keys/` (0600, encrypted when `[ca] key_passphrase_*` is set),
+//! named by a `key_ref` like `issuing-2.key`; with `[ca.pkcs11]` the key pair is made in the
+//! token, labelled `<key_label>-g<generation>`, and its `key_ref` is `pkcs11:<label>`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,12 +10,20 @@ use ca_core::keys::{self, KeyAlgorithm};
 use ca_core::signer::{Signer, SoftwareSigner};
 
 use crate::app::{DataDir, write_secret};
-use crate::config::CaConfig;
+use crate::config::{CaConfig, Config};
 use crate::error::AppError;
 
+/// The `key_ref` prefix of a key in the `[ca.pkcs11]` token.
+const PKCS11_PREFIX: &str = "pkcs11:";
+
 /// The `key_ref` of generation `g`'s software key.
-pub fn key_ref_for(generation: u32) -> String {
+fn file_ref_for(generation: u32) -> String {
     format!("issuing-{generation}.key")
+}
+
+/// The token label of generation `g`'s key.
+fn token_label_for(config: &Config, generation: u32) -> Option<String> {
+    config.ca.pkcs11.as_ref().map(|p| format!("{}-g{generation}", p.key_label))
 }
 
 /// A pending key (offline-root rotation): generated for a CSR, installed by the import.
@@ -51,55 +60,79 @@ fn write_key(
     Ok(Arc::new(SoftwareSigner::from_pkcs8(key.der())?))
 }
 
-/// Generate the key of issuing CA `generation` (algorithm `alg`, the CA's), write it
-/// (fsynced, 0600) and return it with its `key_ref`. Called before the rotation event.
+fn read_key(config: &CaConfig, path: &std::path::Path) -> Result<Arc<dyn Signer>, AppError> {
+    let pass = crate::keyfiles::passphrase(config)?;
+    let key = crate::keyfiles::read_key(path, pass.as_ref())?;
+    Ok(Arc::new(SoftwareSigner::from_pkcs8(key.der())?))
+}
+
+/// Generate the key of issuing CA `generation` (algorithm `alg`, the CA's) and return it
+/// with its `key_ref`: in the token with `[ca.pkcs11]`, else a file (fsynced, 0600).
+/// Called before the rotation event, so the event never names a key that is not kept.
 pub fn new_issuing_key(
     dd: &DataDir,
-    config: &CaConfig,
+    config: &Config,
     alg: KeyAlgorithm,
     generation: u32,
 ) -> Result<(Arc<dyn Signer>, String), AppError> {
-    let key_ref = key_ref_for(generation);
-    let signer = write_key(dd, config, &key_file(dd, &key_ref)?, alg)?;
+    if let Some(label) = token_label_for(config, generation) {
+        let signer = crate::pkcs11::generate_key(config, &label, alg)?;
+        return Ok((signer, format!("{PKCS11_PREFIX}{label}")));
+    }
+    let key_ref = file_ref_for(generation);
+    let signer = write_key(dd, &config.ca, &key_file(dd, &key_ref)?, alg)?;
     Ok((signer, key_ref))
 }
 
 /// Open the key a rotation event's `key_ref` names.
-pub fn open_issuing_key(dd: &DataDir, config: &CaConfig, key_ref: &str) -> Result<Arc<dyn Signer>, AppError> {
-    let pass = crate::keyfiles::passphrase(config)?;
-    let key = crate::keyfiles::read_key(&key_file(dd, key_ref)?, pass.as_ref())?;
-    Ok(Arc::new(SoftwareSigner::from_pkcs8(key.der())?))
+pub fn open_issuing_key(dd: &DataDir, config: &Config, key_ref: &str) -> Result<Arc<dyn Signer>, AppError> {
+    match key_ref.strip_prefix(PKCS11_PREFIX) {
+        Some(label) => crate::pkcs11::open_key(config, label),
+        None => read_key(&config.ca, &key_file(dd, key_ref)?),
+    }
 }
 
-/// Generate (or replace) the pending key of `generation`, for a CSR the offline root signs.
+/// Generate (or replace) the pending key of `generation`, for a CSR the offline root
+/// signs. In a token the pending key is already the final one (`<key_label>-g<n>`): a
+/// second CSR for the same generation reuses it rather than leaving orphans in the token.
 pub fn new_pending_key(
     dd: &DataDir,
-    config: &CaConfig,
+    config: &Config,
     alg: KeyAlgorithm,
     generation: u32,
 ) -> Result<Arc<dyn Signer>, AppError> {
-    write_key(dd, config, &pending_file(dd, generation), alg)
+    if let Some(label) = token_label_for(config, generation) {
+        return match crate::pkcs11::open_key(config, &label) {
+            Ok(signer) => Ok(signer),
+            Err(_) => crate::pkcs11::generate_key(config, &label, alg),
+        };
+    }
+    write_key(dd, &config.ca, &pending_file(dd, generation), alg)
 }
 
 /// The pending key of `generation`, if a CSR was made for it.
 pub fn open_pending_key(
     dd: &DataDir,
-    config: &CaConfig,
+    config: &Config,
     generation: u32,
 ) -> Result<Option<Arc<dyn Signer>>, AppError> {
+    if let Some(label) = token_label_for(config, generation) {
+        return Ok(crate::pkcs11::open_key(config, &label).ok());
+    }
     let path = pending_file(dd, generation);
     if !path.exists() {
         return Ok(None);
     }
-    let pass = crate::keyfiles::passphrase(config)?;
-    let key = crate::keyfiles::read_key(&path, pass.as_ref())?;
-    Ok(Some(Arc::new(SoftwareSigner::from_pkcs8(key.der())?)))
+    read_key(&config.ca, &path).map(Some)
 }
 
-/// Make the pending key of `generation` its issuing key (a rename, fsynced); returns the
-/// `key_ref` to record.
-pub fn promote_pending_key(dd: &DataDir, generation: u32) -> Result<String, AppError> {
-    let key_ref = key_ref_for(generation);
+/// Make the pending key of `generation` its issuing key (a file rename, fsynced; nothing to
+/// do in a token); returns the `key_ref` to record.
+pub fn promote_pending_key(dd: &DataDir, config: &Config, generation: u32) -> Result<String, AppError> {
+    if let Some(label) = token_label_for(config, generation) {
+        return Ok(format!("{PKCS11_PREFIX}{label}"));
+    }
+    let key_ref = file_ref_for(generation);
     std::fs::rename(pending_file(dd, generation), key_file(dd, &key_ref)?)?;
     std::fs::File::open(dd.keys())?.sync_all()?;
     Ok(key_ref)
@@ -111,7 +144,5 @@ pub fn root_key(dd: &DataDir, config: &CaConfig) -> Result<Option<Arc<dyn Signer
     if !path.exists() {
         return Ok(None);
     }
-    let pass = crate::keyfiles::passphrase(config)?;
-    let key = crate::keyfiles::read_key(&path, pass.as_ref())?;
-    Ok(Some(Arc::new(SoftwareSigner::from_pkcs8(key.der())?)))
+    read_key(config, &path).map(Some)
 }

@@ -44,7 +44,7 @@ pub fn start(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
 fn check(app: &App) {
     let ca = app.authority.ca();
     let ratio = ca.remaining_life_ratio(now_unix());
-    let threshold = app.ca_config.rotation_warning_fraction;
+    let threshold = app.config.ca.rotation_warning_fraction;
     if ratio < threshold {
         tracing::warn!(
             generation = ca.generation,

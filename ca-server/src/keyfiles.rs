@@ -65,35 +65,42 @@ pub fn passphrase(ca: &CaConfig) -> Result<Option<Passphrase>, AppError> {
         }
         (None, Some(path)) => {
             let source = format!("[ca] key_passphrase_file = {:?}", path.display().to_string());
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(path)
-                    .map_err(|e| AppError::Config(format!("{source}: {e}")))?
-                    .permissions()
-                    .mode()
-                    & 0o777;
-                if mode != 0o600 && mode != 0o400 {
-                    return Err(AppError::Config(format!(
-                        "{source}: the passphrase file {} has mode {mode:04o}; it must be 0600 or 0400 \
-                         (fix: chmod 600 {})",
-                        path.display(),
-                        path.display()
-                    )));
-                }
-            }
-            let bytes =
-                Zeroizing::new(std::fs::read(path).map_err(|e| AppError::Config(format!("{source}: {e}")))?);
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| AppError::Config(format!("{source}: the passphrase file is not UTF-8")))?;
-            let text = text.strip_suffix('\n').unwrap_or(text);
-            let text = text.strip_suffix('\r').unwrap_or(text);
-            if text.is_empty() {
-                return Err(AppError::Config(format!("{source}: the passphrase file is empty")));
-            }
-            Ok(Some(Passphrase { secret: Zeroizing::new(text.to_string()), source }))
+            let secret = read_secret_file(path, &source, "passphrase")?;
+            Ok(Some(Passphrase { secret, source }))
         }
     }
+}
+
+/// A secret held in a file (the key passphrase, the PKCS#11 PIN): refused unless mode 0600
+/// or 0400, not UTF-8, or empty; one trailing newline is dropped. `source` names the
+/// setting in messages, `what` the secret; the value never appears in an error.
+pub fn read_secret_file(path: &Path, source: &str, what: &str) -> Result<Zeroizing<String>, AppError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| AppError::Config(format!("{source}: {e}")))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode != 0o600 && mode != 0o400 {
+            return Err(AppError::Config(format!(
+                "{source}: the {what} file {} has mode {mode:04o}; it must be 0600 or 0400 \
+                 (fix: chmod 600 {})",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| AppError::Config(format!("{source}: {e}")))?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| AppError::Config(format!("{source}: the {what} file is not UTF-8")))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err(AppError::Config(format!("{source}: the {what} file is empty")));
+    }
+    Ok(Zeroizing::new(text.to_string()))
 }
 
 /// Refuse key files (and the keys dir) that group or others can access. Files that do not

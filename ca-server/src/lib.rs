@@ -17,6 +17,7 @@ pub mod issuer_life;
 pub mod keyfiles;
 pub mod metrics;
 pub mod offline;
+pub mod pkcs11;
 pub mod render;
 pub mod revocation;
 pub mod revoke;

@@ -73,7 +73,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(0)
             })
         }
-        Command::Init { dir, key_algorithm, import_cert, import_key, import_chain, offline_root } => {
+        Command::Init { dir, key_algorithm, import_cert, import_key, import_chain, offline_root, pkcs11 } => {
             let config = dir.resolve()?;
             let import = match (&import_cert, &import_key) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path(), import_chain.as_deref())),
@@ -85,6 +85,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
                 key_algorithm.as_deref(),
                 import,
                 offline_root.as_deref(),
+                pkcs11,
             )?;
             Ok(0)
         }

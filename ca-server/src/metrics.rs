@@ -75,7 +75,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 18] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -106,6 +106,17 @@ impl Metrics {
                 "ca_ocsp_presigned_total",
                 "OCSP answers signed ahead of any request.",
                 get(&self.ocsp_presigned),
+            ),
+            (
+                "ca_hsm_sign_total",
+                "Signatures asked of the PKCS#11 token (0 with a software key).",
+                get(&crate::pkcs11::SIGN_CALLS),
+            ),
+            ("ca_hsm_sign_errors_total", "PKCS#11 signatures that failed.", get(&crate::pkcs11::SIGN_ERRORS)),
+            (
+                "ca_hsm_session_reopens_total",
+                "PKCS#11 sessions reopened after the token reported them lost.",
+                get(&crate::pkcs11::SESSION_REOPENS),
             ),
             ("ca_log_appends_total", "Append calls to the event log.", sm.appends_total),
             ("ca_log_batches_total", "Group-commit batches (one journal write each).", sm.batches_total),

@@ -18,6 +18,7 @@ pub fn init(
     key_algorithm: Option<&str>,
     import: Option<(&Path, &Path, Option<&Path>)>,
     offline_root: Option<&Path>,
+    pkcs11: bool,
 ) -> Result<(), AppError> {
     if offline_root.is_some() && import.is_some() {
         return Err(AppError::Config(
@@ -26,6 +27,20 @@ pub fn init(
     }
     if let Some(a) = key_algorithm {
         config.ca.key_algorithm = KeyAlgorithm::parse(a)?;
+    }
+    match (&config.ca.pkcs11, pkcs11) {
+        (None, true) => {
+            return Err(AppError::Config(
+                "--pkcs11 needs a [ca.pkcs11] section (module, token_label, key_label, pin_file) in the --config file"
+                    .into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(AppError::Config(
+                "[ca.pkcs11] is set: the issuing key goes in the token; run `init --pkcs11`".into(),
+            ));
+        }
+        _ => {}
     }
     let material = match import {
         Some((cert, key, chain)) => {
@@ -42,6 +57,10 @@ pub fn init(
     if store.ca()?.is_some() {
         return Err(AppError::Config(format!("{} already holds a CA", dir.display())));
     }
+    let material = match (material, &config.ca.pkcs11) {
+        (None, Some(p)) => Some(crate::pkcs11::generate_ca(&config, p)?),
+        (m, _) => m,
+    };
     let (issuers, _) = app::ensure_ca(&store, dir, &config, material, offline_root)?;
     let ca = issuers.last().cloned().ok_or_else(|| AppError::Config("no issuing CA".into()))?;
     let urls = ca_core::issue::PublicUrls::from_base(&config.public_url(config.http_addr))?;

@@ -34,27 +34,26 @@ impl App {
         let _one = self.rotate_lock.lock().await;
         let generation = self.next_generation();
         let current = self.authority.ca();
-        let (dd, ca_cfg) = (self.dd(), self.ca_config.clone());
-        let ica = tokio::task::spawn_blocking(move || -> Result<IssuingCa, AppError> {
-            let root = issuer_keys::root_key(&dd, &ca_cfg)?
+        let (dd, cfg) = (self.dd(), self.config.clone());
+        let (ica, key_ref) = tokio::task::spawn_blocking(move || -> Result<(IssuingCa, String), AppError> {
+            let root = issuer_keys::root_key(&dd, &cfg.ca)?
                 .ok_or_else(|| AppError::FailedPrecondition(OFFLINE_ROOT_HINT.into()))?;
             let alg = current.signer().key_algorithm();
-            let (key, key_ref) = issuer_keys::new_issuing_key(&dd, &ca_cfg, alg, generation)?;
+            let (key, key_ref) = issuer_keys::new_issuing_key(&dd, &cfg, alg, generation)?;
             let der = rotation::sign_issuer(
                 &current.root_der,
                 root,
                 key.clone(),
-                &ca_cfg.name,
+                &cfg.ca.name,
                 generation,
                 time::OffsetDateTime::now_utc(),
             )?;
             let ica = IssuingCa::new(der, current.root_der.clone(), key)?.with_generation(generation);
-            debug_assert_eq!(key_ref, issuer_keys::key_ref_for(generation));
-            Ok(ica)
+            Ok((ica, key_ref))
         })
         .await
         .map_err(|e| AppError::Io(e.to_string()))??;
-        self.record_and_switch(ica, issuer_keys::key_ref_for(generation)).await
+        self.record_and_switch(ica, key_ref).await
     }
 
     /// `CreateIssuerCsr`: generate (or replace) the next generation's pending key and
@@ -63,10 +62,10 @@ impl App {
         let _one = self.rotate_lock.lock().await;
         let generation = self.next_generation();
         let alg = self.authority.ca().signer().key_algorithm();
-        let (dd, ca_cfg) = (self.dd(), self.ca_config.clone());
+        let (dd, cfg) = (self.dd(), self.config.clone());
         let csr = tokio::task::spawn_blocking(move || -> Result<String, AppError> {
-            let key = issuer_keys::new_pending_key(&dd, &ca_cfg, alg, generation)?;
-            Ok(rotation::issuer_csr(key, &ca_cfg.name, generation)?)
+            let key = issuer_keys::new_pending_key(&dd, &cfg, alg, generation)?;
+            Ok(rotation::issuer_csr(key, &cfg.ca.name, generation)?)
         })
         .await
         .map_err(|e| AppError::Io(e.to_string()))??;
@@ -88,7 +87,7 @@ impl App {
             None => cert.to_vec(),
         };
         let root_der = self.authority.ca().root_der.clone();
-        let key = issuer_keys::open_pending_key(&self.dd(), &self.ca_config, generation)?.ok_or_else(|| {
+        let key = issuer_keys::open_pending_key(&self.dd(), &self.config, generation)?.ok_or_else(|| {
             AppError::FailedPrecondition(format!(
                 "no pending key for issuer generation {generation}: run `ca-server ca rotate --csr-out FILE` first"
             ))
@@ -96,7 +95,7 @@ impl App {
         rotation::check_signed_issuer(&der, &root_der, key.public_key_raw(), now_unix())
             .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
         let ica = IssuingCa::new(der, root_der, key)?.with_generation(generation);
-        let key_ref = issuer_keys::promote_pending_key(&self.dd(), generation)?;
+        let key_ref = issuer_keys::promote_pending_key(&self.dd(), &self.config, generation)?;
         self.record_and_switch(ica, key_ref).await
     }
 

@@ -146,7 +146,10 @@ fn fixture() -> Result<Fixture, String> {
 
     let now = time::OffsetDateTime::now_utc();
     let m = ca_core::ca::generate(KeyAlgorithm::EcdsaP256, "Calibrate", now).map_err(|e| e.to_string())?;
-    let signer = Arc::new(SoftwareSigner::from_pkcs8(m.intermediate_key.der()).map_err(|e| e.to_string())?);
+    let signer = Arc::new(
+        SoftwareSigner::from_pkcs8(m.intermediate_key.as_ref().expect("software key").der())
+            .map_err(|e| e.to_string())?,
+    );
     let ica = Arc::new(IssuingCa::new(m.intermediate_der, m.root_der, signer).map_err(|e| e.to_string())?);
     let authority = Authority::new(
         ica,

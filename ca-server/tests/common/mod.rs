@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod hsm;
 pub mod interop;
 pub mod raw_acme;
 
