@@ -437,3 +437,58 @@ fn token_key_attributes() {
     assert!(value.iter().all(|a| !matches!(a, Attribute::Value(_))), "CKA_VALUE was returned");
     println!("key attributes checked");
 }
+
+/// `ca rotate` with the issuing key in the token: the new issuing key is made in the token
+/// too (`<key_label>-g1`, with the same attributes), certificates of both generations verify
+/// against the root, and a kill -9 and restart opens both keys again.
+#[tokio::test]
+async fn rotation_makes_the_next_issuing_key_in_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hsm = Hsm::new(tmp.path(), "ca-hsm");
+    let cfg = hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
+    let data = tmp.path().join("data");
+    let (ok, out) = hsm.init(&data, &cfg, &[]);
+    assert!(ok, "init --pkcs11: {out}");
+    let work = tmp.path().to_path_buf();
+    let server = Server::start_with_env(&data, &["--config", cfg.to_str().unwrap()], &hsm.env());
+    let old_serial = issue_grpc(&server, "old.example.internal", &work, "old.pem").await;
+    std::fs::copy(data.join("intermediate.pem"), work.join("old-int.pem")).unwrap();
+
+    let (ok, out) = run(Command::new(BIN).arg("ca").args(server.cli_conn()).arg("rotate"));
+    assert!(ok, "ca rotate: {out}");
+    assert!(!data.join("keys/issuing-1.key").exists(), "no key file for a token key: {out}");
+    inspect_key_in_child(&hsm, &format!("{KEY_LABEL}-g1"));
+    issue_grpc(&server, "new.example.internal", &work, "new.pem").await;
+    verify_leaf(&data, &work.join("new.pem"));
+    let (ok, text) = openssl(&["x509", "-in", "intermediate.pem", "-noout", "-subject"], &data);
+    assert!(
+        ok && text.contains("Intermediate CA G2"),
+        "the data dir's intermediate.pem is the new issuer: {text}"
+    );
+    let (ok, v) = run(Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(data.join("root.pem"))
+        .arg("-untrusted")
+        .arg(work.join("old-int.pem"))
+        .arg(work.join("old.pem")));
+    assert!(ok && v.contains(": OK"), "a certificate of generation 0 still verifies: {v}");
+
+    server.kill9();
+    let server = Server::start_with_env(&data, &["--config", cfg.to_str().unwrap()], &hsm.env());
+    issue_grpc(&server, "after.example.internal", &work, "after.pem").await;
+    verify_leaf(&data, &work.join("after.pem"));
+    // Generation 0's key still signs its CRL and OCSP answers after the restart.
+    let mut c = server.client().await;
+    c.revoke(RevokeRequest { serial: old_serial, reason: 0, invalidity_date_unix: 0 }).await.expect("Revoke");
+    let (ok, out) = run(Command::new("openssl")
+        .args(["ocsp", "-issuer"])
+        .arg(work.join("old-int.pem"))
+        .args(["-url", &format!("http://{}/ocsp", server.http), "-CAfile"])
+        .arg(data.join("root.pem"))
+        .arg("-verify_other")
+        .arg(work.join("old-int.pem"))
+        .arg("-cert")
+        .arg(work.join("old.pem")));
+    assert!(ok && out.contains("Response verify OK") && out.contains(": revoked"), "openssl ocsp: {out}");
+    assert_eq!(metric(&server, "ca_hsm_sign_errors_total"), 0);
+}
