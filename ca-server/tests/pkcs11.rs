@@ -81,6 +81,21 @@ fn crl_lists(server: &Server, data: &Path, work: &Path, serial: &str) {
     );
 }
 
+/// A fresh token `token` under `dir`, its config (`ca.toml`) and `init --pkcs11 EXTRA` into
+/// `dir/data`: (token, config file, data dir, init's output).
+fn init_token_ca(
+    dir: &Path,
+    token: &str,
+    extra: &[&str],
+) -> (Hsm, std::path::PathBuf, std::path::PathBuf, String) {
+    let hsm = Hsm::new(dir, token);
+    let cfg = hsm.config(&dir.join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
+    let data = dir.join("data");
+    let (ok, out) = hsm.init(&data, &cfg, extra);
+    assert!(ok, "init --pkcs11 {extra:?}: {out}");
+    (hsm, cfg, data, out)
+}
+
 fn metric(server: &Server, name: &str) -> u64 {
     let (_, body) = server.http_get("/metrics");
     String::from_utf8(body)
@@ -93,11 +108,7 @@ fn metric(server: &Server, name: &str) -> u64 {
 #[tokio::test]
 async fn hsm_key_signs_grpc_and_acme_certificates_crls_and_ocsp_and_survives_kill9() {
     let tmp = tempfile::tempdir().unwrap();
-    let hsm = Hsm::new(tmp.path(), "ca-hsm");
-    let cfg = hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
-    let data = tmp.path().join("data");
-    let (ok, out) = hsm.init(&data, &cfg, &[]);
-    assert!(ok, "init --pkcs11: {out}");
+    let (hsm, cfg, data, out) = init_token_ca(tmp.path(), "ca-hsm", &[]);
     assert!(!data.join("keys/intermediate.key").exists(), "no issuing key file with an HSM key");
     assert!(data.join("keys/root.key").exists(), "the root stays a software key");
     assert!(!out.contains(PIN), "{out}");
@@ -209,11 +220,7 @@ async fn delegated_ocsp_signer_is_certified_by_the_hsm_key() {
 async fn p384_and_rsa_keys_in_the_token() {
     for (alg, curve_or_bits) in [("ecdsa-p384", "NIST CURVE: P-384"), ("rsa2048", "Public-Key: (2048 bit)")] {
         let tmp = tempfile::tempdir().unwrap();
-        let hsm = Hsm::new(tmp.path(), &format!("ca-{alg}"));
-        let cfg = hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
-        let data = tmp.path().join("data");
-        let (ok, out) = hsm.init(&data, &cfg, &["--key-algorithm", alg]);
-        assert!(ok, "init --pkcs11 {alg}: {out}");
+        let (hsm, cfg, data, _) = init_token_ca(tmp.path(), &format!("ca-{alg}"), &["--key-algorithm", alg]);
         let (ok, text) = openssl(&["x509", "-in", "intermediate.pem", "-noout", "-text"], &data);
         assert!(ok && text.contains(curve_or_bits), "{alg}: {text}");
         let server = Server::start_with_env(&data, &["--config", cfg.to_str().unwrap()], &hsm.env());
@@ -444,11 +451,7 @@ fn token_key_attributes() {
 #[tokio::test]
 async fn rotation_makes_the_next_issuing_key_in_the_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let hsm = Hsm::new(tmp.path(), "ca-hsm");
-    let cfg = hsm.config(&tmp.path().join("ca.toml"), KEY_LABEL, &hsm.pin_file, "");
-    let data = tmp.path().join("data");
-    let (ok, out) = hsm.init(&data, &cfg, &[]);
-    assert!(ok, "init --pkcs11: {out}");
+    let (hsm, cfg, data, _) = init_token_ca(tmp.path(), "ca-hsm", &[]);
     let work = tmp.path().to_path_buf();
     let server = Server::start_with_env(&data, &["--config", cfg.to_str().unwrap()], &hsm.env());
     let old_serial = issue_grpc(&server, "old.example.internal", &work, "old.pem").await;
