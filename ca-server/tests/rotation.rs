@@ -169,6 +169,15 @@ async fn check_both_issuers(env: &AcmeEnv, work: &Path, old: &Issued, new: &Issu
     assert!(!crl_lists(server, work, "new", new, &old.serial), "the new issuer's CRL lists only its own");
     assert!(ocsp_status(server, work, "old", old, None).contains("revoked"));
     assert!(ocsp_status(server, work, "new", new, None).contains("good"));
+    // The new issuer does not vouch for the old issuer's serials (a CertID with the new
+    // issuer's hashes and the old certificate's serial).
+    let url = format!("http://{}/issuers/1/ocsp", server.http);
+    let serial = format!("0x{}", old.serial);
+    let (ok, out) = openssl(
+        &["ocsp", "-issuer", "new-issuer.pem", "-serial", &serial, "-url", &url, "-CAfile", "new-chain.pem"],
+        work,
+    );
+    assert!(ok && out.contains(&format!("{serial}: unknown")), "{out}");
     // The top-level /ocsp answers for the new issuer too (matched by issuer hashes).
     assert!(ocsp_status(server, work, "new", new, Some("/ocsp")).contains("good"));
     assert_eq!(own_chain(server, &old.serial).await, old.chain, "GetCertificate: the old issuer's chain");
