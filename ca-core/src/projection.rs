@@ -239,6 +239,41 @@ mod tests {
     }
 
     #[test]
+    fn crl_numbers_and_rotations_are_kept_per_issuer() {
+        let crl = |number, issuer_generation| {
+            Event::CrlPublished(crate::event::CrlPublished {
+                number,
+                this_update: 0,
+                next_update: 1,
+                delta_base: None,
+                issuer_generation,
+            })
+        };
+        let mut inv = Inventory::default();
+        inv.apply(0, &crl(5, 0)).unwrap();
+        inv.apply(
+            1,
+            &Event::IssuingCaRotated(crate::event::IssuingCaRotated {
+                generation: 1,
+                certificate_der: vec![],
+                key_ref: "issuing-1.key".into(),
+            }),
+        )
+        .unwrap();
+        inv.apply(2, &crl(1, 1)).unwrap();
+        inv.apply(3, &crl(3, 1)).unwrap();
+        let mut issued_by_1 = issued(4, 10);
+        if let Event::CertificateIssued(c) = &mut issued_by_1 {
+            c.issuer_generation = 1;
+        }
+        inv.apply(4, &issued_by_1).unwrap();
+        assert_eq!(inv.last_crl_number, 5);
+        assert_eq!(inv.issuer_crl_numbers.get(&1), Some(&3));
+        assert_eq!(inv.issuers.get(&1), Some(&1));
+        assert_eq!(inv.certs.values().next().map(|c| c.issuer), Some(1));
+    }
+
+    #[test]
     fn revoke_decisions() {
         let s = Serial::from_bytes(&[9]).unwrap();
         let c = CertEntry { seq: 0, not_after: 10, issuer: 0 };

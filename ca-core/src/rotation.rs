@@ -143,6 +143,68 @@ mod tests {
     }
 
     #[test]
+    fn authority_switches_issuer_and_urls_per_generation() {
+        use crate::issue::{Authority, IssueRequest, PublicUrls};
+        use crate::policy::{Policy, PolicyConfig};
+        use crate::profile::Profiles;
+        let now = OffsetDateTime::now_utc();
+        let m = ca::generate(KeyAlgorithm::EcdsaP256, "T", now).unwrap();
+        // Generation 0 made the same way (with `ca::generate`'s name), so the test does not
+        // depend on how `CaMaterial` holds its intermediate key.
+        let root = signer(m.root_key.as_ref().unwrap());
+        let k0 = signer(&keys::generate(KeyAlgorithm::EcdsaP256).unwrap());
+        let der0 = sign_issuer(&m.root_der, root.clone(), k0.clone(), "T", 0, now).unwrap();
+        let g0 = Arc::new(IssuingCa::new(der0.clone(), m.root_der.clone(), k0).unwrap());
+        let a = Authority::new(
+            g0,
+            Policy::new(PolicyConfig::default()).unwrap(),
+            Profiles::default(),
+            &PublicUrls::from_base("http://ca.test:8080/").unwrap(),
+        )
+        .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(vec!["svc.example.internal".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .der()
+            .to_vec();
+        let req = IssueRequest {
+            csr: &csr,
+            profile: "",
+            validity_secs: 0,
+            requester: "t",
+            now: now.unix_timestamp(),
+        };
+        let before = a.issue(req).unwrap();
+        assert_eq!(before.issuer_generation, 0);
+
+        let k1 = signer(&keys::generate(KeyAlgorithm::EcdsaP256).unwrap());
+        let der = sign_issuer(&m.root_der, root, k1.clone(), "T", 1, now).unwrap();
+        a.install(
+            Arc::new(IssuingCa::new(der.clone(), m.root_der.clone(), k1).unwrap().with_generation(1)),
+            true,
+        )
+        .unwrap();
+        let after = a.issue(req).unwrap();
+        assert_eq!((after.issuer_generation, a.ca().generation), (1, 1));
+        assert_eq!(a.issuer(0).unwrap().cert_der, der0, "the old issuer stays known");
+        assert_eq!(a.issuers().len(), 2);
+        let (_, x) = X509Certificate::from_der(&after.certificate_der).unwrap();
+        let (_, new_ca) = X509Certificate::from_der(&der).unwrap();
+        x.verify_signature(Some(new_ca.public_key())).unwrap();
+        let text = |c: &[u8]| String::from_utf8_lossy(c).to_string();
+        assert!(text(&after.certificate_der).contains("http://ca.test:8080/issuers/1/crl"));
+        assert!(text(&after.certificate_der).contains("http://ca.test:8080/issuers/1/ocsp"));
+        assert!(text(&before.certificate_der).contains("http://ca.test:8080/crl"));
+        assert!(!text(&before.certificate_der).contains("/issuers/"));
+        assert_eq!(
+            PublicUrls::for_generation("http://h", 3).unwrap().ca_issuers,
+            "http://h/issuers/3/ca.der"
+        );
+    }
+
+    #[test]
     fn csr_carries_the_generation_name_and_key() {
         let k = signer(&keys::generate(KeyAlgorithm::EcdsaP256).unwrap());
         let pem = issuer_csr(k.clone(), "T", 3).unwrap();

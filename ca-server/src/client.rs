@@ -283,6 +283,7 @@ fn info_json(i: &CertificateInfo) -> serde_json::Value {
         "not_before": i.not_before_unix,
         "not_after": i.not_after_unix,
         "requester": i.requester,
+        "issuer_generation": i.issuer_generation,
         "revoked_at": (i.revoked_at_unix != 0).then_some(i.revoked_at_unix),
         "revocation_reason": (i.revoked_at_unix != 0).then_some(reason),
     })

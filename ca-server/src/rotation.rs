@@ -20,8 +20,12 @@ const OFFLINE_ROOT_HINT: &str = "the root key is not on this server (offline roo
      `ca-server ca rotate --import-signed CERT`";
 
 impl App {
-    fn next_generation(&self) -> u32 {
-        self.authority.issuers().iter().map(|c| c.generation).max().unwrap_or(0) + 1
+    /// One past the highest generation recorded in the log (the log, not memory, is the
+    /// authority: a recorded rotation that failed to switch must not be reused).
+    fn next_generation(&self) -> Result<u32, AppError> {
+        let logged = self.store.issuers()?.iter().map(|r| r.generation).max().unwrap_or(0);
+        let known = self.authority.issuers().iter().map(|c| c.generation).max().unwrap_or(0);
+        Ok(logged.max(known) + 1)
     }
 
     fn dd(&self) -> DataDir {
@@ -32,7 +36,7 @@ impl App {
     /// event, then the switch. `FAILED_PRECONDITION` without a root key on the server.
     pub async fn rotate_issuer(self: &Arc<Self>) -> Result<Arc<IssuingCa>, AppError> {
         let _one = self.rotate_lock.lock().await;
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         let current = self.authority.ca();
         let (dd, cfg) = (self.dd(), self.config.clone());
         let (ica, key_ref) = tokio::task::spawn_blocking(move || -> Result<(IssuingCa, String), AppError> {
@@ -60,7 +64,7 @@ impl App {
     /// return its CSR (PEM) with that generation.
     pub async fn create_issuer_csr(self: &Arc<Self>) -> Result<(String, u32), AppError> {
         let _one = self.rotate_lock.lock().await;
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         let alg = self.authority.ca().signer().key_algorithm();
         let (dd, cfg) = (self.dd(), self.config.clone());
         let csr = tokio::task::spawn_blocking(move || -> Result<String, AppError> {
@@ -78,7 +82,7 @@ impl App {
     /// switched to.
     pub async fn import_issuer(self: &Arc<Self>, cert: &[u8]) -> Result<Arc<IssuingCa>, AppError> {
         let _one = self.rotate_lock.lock().await;
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         let der = match std::str::from_utf8(cert).ok().filter(|s| s.contains("-----BEGIN")) {
             Some(pem) => ca_core::ca::pem_certs(pem)?
                 .into_iter()
@@ -115,7 +119,11 @@ impl App {
                 key_ref,
             })])
             .await?;
-        self.revocation.add(ica.clone()).await?;
+        // The rotation is recorded: switch even if the new issuer's first CRL publication
+        // fails (its CRLs are then published on the first fetch).
+        if let Err(e) = self.revocation.add(ica.clone()).await {
+            tracing::error!(error = %e, generation = ica.generation, "starting the new issuer's CRLs/OCSP failed");
+        }
         self.authority.install(ica.clone(), true)?;
         write_public_files(&self.dd(), &ica.root_der, &ica.cert_der)?;
         tracing::info!(

@@ -169,6 +169,15 @@ async fn check_both_issuers(env: &AcmeEnv, work: &Path, old: &Issued, new: &Issu
     assert!(!crl_lists(server, work, "new", new, &old.serial), "the new issuer's CRL lists only its own");
     assert!(ocsp_status(server, work, "old", old, None).contains("revoked"));
     assert!(ocsp_status(server, work, "new", new, None).contains("good"));
+    // The new issuer does not vouch for the old issuer's serials (a CertID with the new
+    // issuer's hashes and the old certificate's serial).
+    let url = format!("http://{}/issuers/1/ocsp", server.http);
+    let serial = format!("0x{}", old.serial);
+    let (ok, out) = openssl(
+        &["ocsp", "-issuer", "new-issuer.pem", "-serial", &serial, "-url", &url, "-CAfile", "new-chain.pem"],
+        work,
+    );
+    assert!(ok && out.contains(&format!("{serial}: unknown")), "{out}");
     // The top-level /ocsp answers for the new issuer too (matched by issuer hashes).
     assert!(ocsp_status(server, work, "new", new, Some("/ocsp")).contains("good"));
     assert_eq!(own_chain(server, &old.serial).await, old.chain, "GetCertificate: the old issuer's chain");
@@ -255,9 +264,15 @@ async fn rotate_with_the_root_key_on_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_rotations_are_serialized() {
+async fn concurrent_rotations_are_serialized_and_keys_encrypted() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"));
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, "[ca]\nkey_passphrase_env = \"ROTATION_TEST_PASS\"\n").unwrap();
+    let pass = "correct horse battery staple";
+    let env = [("ROTATION_TEST_PASS", pass)];
+    let args = ["--config", cfg.to_str().unwrap()];
+    let dir = tmp.path().join("data");
+    let server = Server::start_with_env(&dir, &args, &env);
     let conn = server.cli_conn();
     let spawn = || Command::new(BIN).arg("ca").args(&conn).arg("rotate").output().unwrap();
     let (a, b) = std::thread::scope(|s| {
@@ -278,6 +293,26 @@ async fn concurrent_rotations_are_serialized() {
         server.client().await.get_ca_certificates(GetCaCertificatesRequest {}).await.unwrap().into_inner();
     assert_eq!(ca.generation, 2);
     assert_eq!(c.chain[0], ca.intermediate_der);
+
+    // The new keys are encrypted PKCS#8 that openssl opens with the passphrase, mode 0600.
+    for g in [1, 2] {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join(format!("keys/issuing-{g}.key"));
+        assert!(std::fs::read_to_string(&key).unwrap().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        let (ok, out) = run(Command::new("openssl")
+            .args(["pkey", "-noout", "-passin", "env:ROTATION_TEST_PASS", "-in"])
+            .arg(&key)
+            .env("ROTATION_TEST_PASS", pass));
+        assert!(ok, "openssl pkey {}: {out}", key.display());
+    }
+    server.stop();
+    let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+    assert!(!log.contains(pass), "the passphrase is not logged");
+    // A restart decrypts every generation's key and keeps issuing with the last one.
+    let server = Server::start_with_env(&dir, &args, &env);
+    let d = sign(&server, "y.example.internal").await;
+    assert_eq!(d.chain[0], ca.intermediate_der);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -115,6 +115,7 @@
 mod acme;
 mod codec;
 mod error;
+mod issuers;
 mod journal;
 mod project;
 mod rebuild;

@@ -329,6 +329,8 @@ impl Revocation {
     fn status_of(&self, id: &CertId) -> Result<CertStatus, AppError> {
         let Some(serial) = &id.serial else { return Ok(CertStatus::Unknown) };
         Ok(match self.store.cert(serial)? {
+            // Another issuer's certificate (same serial space, other CA): not ours to vouch for.
+            Some(rec) if rec.issued.issuer_generation != self.ca.generation => CertStatus::Unknown,
             None => CertStatus::Unknown,
             Some(rec) => match rec.revoked {
                 Some(r) => CertStatus::Revoked { time: r.revoked_at, reason: r.reason },

@@ -566,7 +566,12 @@ mod tests {
                 issuer_generation: 1,
             }),
         ];
-        let events = events.into_iter().chain(acme_samples(&s));
+        let rotated = Event::IssuingCaRotated(dom::IssuingCaRotated {
+            generation: 2,
+            certificate_der: vec![0x30, 0],
+            key_ref: "issuing-2.key".into(),
+        });
+        let events = events.into_iter().chain([rotated]).chain(acme_samples(&s));
         for e in events {
             assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
         }
