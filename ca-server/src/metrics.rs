@@ -55,6 +55,8 @@ pub struct Metrics {
     pub crl_published: AtomicU64,
     pub ocsp_responses: AtomicU64,
     pub ocsp_cache_hits: AtomicU64,
+    /// Cached OCSP answers dropped to keep the cache within `ocsp_cache_entries`.
+    pub ocsp_cache_evictions: AtomicU64,
     pub ocsp_errors: AtomicU64,
     pub ocsp_presigned: AtomicU64,
     pub sign_latency: Histogram,
@@ -75,7 +77,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 18] = [
+        let counters: [(&str, &str, u64); 19] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -100,6 +102,11 @@ impl Metrics {
                 "ca_ocsp_cache_hits_total",
                 "OCSP responses served from the pre-signed cache.",
                 get(&self.ocsp_cache_hits),
+            ),
+            (
+                "ca_ocsp_cache_evictions_total",
+                "Cached OCSP answers dropped to stay within ocsp_cache_entries.",
+                get(&self.ocsp_cache_evictions),
             ),
             ("ca_ocsp_errors_total", "OCSP requests answered with an error status.", get(&self.ocsp_errors)),
             (

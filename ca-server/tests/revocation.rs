@@ -64,6 +64,33 @@ fn ocsp_via_openssl(f: &Fixture, cert_args: &[&str], extra: &[&str]) -> String {
     out
 }
 
+fn metric_value(f: &Fixture, name: &str) -> u64 {
+    let (_, body) = f.server.http_get("/metrics");
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
+/// A full OCSP cache evicts to make room: the newest serial's answer is cached and served
+/// from the cache, rather than signed live on every request once the cache filled up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_ocsp_cache_evicts_and_keeps_caching() {
+    let f = setup(Some("[revocation]\nocsp_cache_entries = 2\n")).await;
+    for i in 0..3 {
+        issue(&f, &format!("c{i}.example.internal"), &format!("c{i}.pem")).await;
+    }
+    for i in 0..3 {
+        let out = ocsp_via_openssl(&f, &["-cert", &format!("c{i}.pem")], &["-no_nonce"]);
+        assert!(out.contains(": good"), "{out}");
+    }
+    assert!(metric_value(&f, "ca_ocsp_cache_evictions_total") >= 1, "the third answer needed room");
+    let hits = metric_value(&f, "ca_ocsp_cache_hits_total");
+    let out = ocsp_via_openssl(&f, &["-cert", "c2.pem"], &["-no_nonce"]);
+    assert!(out.contains("c2.pem: good"), "{out}");
+    assert_eq!(metric_value(&f, "ca_ocsp_cache_hits_total"), hits + 1, "the newest answer was cached");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ocsp_good_then_revoked_then_unknown_over_post_and_get() {
     let f = setup(None).await;

@@ -59,7 +59,8 @@ pub struct RevocationConfig {
     pub ocsp_delegated_signer: bool,
     /// Lifetime of the delegated signer's certificate; it is replaced at half of it.
     pub ocsp_signer_validity_secs: u64,
-    /// Upper bound on cached OCSP answers.
+    /// Upper bound on cached OCSP answers (per issuer; a full cache evicts one entry per
+    /// insert; 0 turns caching off).
     pub ocsp_cache_entries: usize,
 }
 

@@ -96,11 +96,21 @@ impl Revocation {
         };
         let der = Bytes::from(der);
         if let Some(k) = cache_key
+            && self.cfg.ocsp_cache_entries > 0
             && let Ok(mut c) = self.cache.write()
             // Only if no revocation landed since the status was read.
             && self.generation.load(Ordering::Acquire) == generation
-            && c.len() < self.cfg.ocsp_cache_entries
         {
+            // Bounded: a full cache makes room by dropping one entry (whichever the map
+            // yields first, in effect a random one), so new serials keep being cached
+            // instead of being signed live on every request once the cache filled up.
+            if !c.contains_key(&k)
+                && c.len() >= self.cfg.ocsp_cache_entries
+                && let Some(victim) = c.keys().next().cloned()
+            {
+                c.remove(&victim);
+                self.metrics.ocsp_cache_evictions.fetch_add(1, Ordering::Relaxed);
+            }
             c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + validity / 2 });
         }
         der
