@@ -23,6 +23,7 @@ const MAX_OCSP_BODY: usize = ca_core::ocsp::MAX_REQUEST_LEN;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(crate::readiness::readyz))
         .route("/root.pem", get(root_pem))
         .route("/chain.pem", get(chain_pem))
         .route("/ca.der", get(ca_der))
@@ -47,9 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
 
 const PEM: &str = "application/x-pem-file";
 
-async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    // Healthy = the log is open and its writer answers (a cheap read of the head).
-    let _ = app.store.head();
+/// Liveness: the process answers HTTP. Whether it can issue is `/readyz` (`readiness.rs`).
+async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 

@@ -18,6 +18,7 @@ pub mod keyfiles;
 pub mod metrics;
 pub mod offline;
 pub mod pkcs11;
+pub mod readiness;
 pub mod render;
 pub mod revocation;
 pub mod revoke;

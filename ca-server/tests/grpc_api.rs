@@ -446,6 +446,9 @@ async fn health_reflection_and_metrics_are_served() {
     assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     let (st, body) = server.http_get("/healthz");
     assert_eq!((st, body.as_slice()), (200, b"ok\n".as_slice()));
+    // Ready: the store takes writes, the issuing key signs, the CRL is current.
+    let (st, body) = server.http_get("/readyz");
+    assert_eq!((st, body.as_slice()), (200, b"ready\n".as_slice()), "{}", String::from_utf8_lossy(&body));
     let (st, body) = server.http_get("/metrics");
     assert_eq!(st, 200);
     let text = String::from_utf8(body).unwrap();

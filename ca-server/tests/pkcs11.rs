@@ -155,6 +155,8 @@ async fn hsm_key_signs_grpc_and_acme_certificates_crls_and_ocsp_and_survives_kil
         "certificates, CRLs and OCSP answers went through the token"
     );
     assert_eq!(metric(&server, "ca_hsm_sign_errors_total"), 0);
+    let (st, body) = server.http_get("/readyz");
+    assert_eq!(st, 200, "ready with the token key: {}", String::from_utf8_lossy(&body));
 
     // kill -9 and restart: the server opens the token key again and keeps issuing.
     server.kill9();

@@ -584,6 +584,12 @@ impl EventStore {
         ca_at(self.shared(), seq).map(Some)
     }
 
+    /// Why the store refuses writes, once a write or flush failed (it stays refused until a
+    /// restart recovers); `None` while it accepts them.
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared().failed()
+    }
+
     /// A certificate by serial (durable state only).
     pub fn cert(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
         let next = self.next_seq();

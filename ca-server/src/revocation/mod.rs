@@ -230,6 +230,11 @@ impl Revocation {
         full.is_none_or(|f| half(&f)) || delta.is_none_or(|d| half(&d))
     }
 
+    /// The published full CRL's nextUpdate, if one was published (for `/readyz`).
+    pub fn full_crl_next_update(&self) -> Option<i64> {
+        self.full.read().ok().and_then(|g| g.as_ref().map(|c| c.next_update))
+    }
+
     fn crl_stale(&self) -> bool {
         let g = self.generation.load(Ordering::Acquire);
         self.full.read().ok().and_then(|f| f.clone()).is_none_or(|f| f.covers_generation < g)

@@ -1,0 +1,70 @@
+//! `/readyz`: whether this instance can do its job, as opposed to `/healthz` (the process
+//! answers). Ready means the event store accepts writes, the current issuing key signs
+//! (through the signing pool, so a PKCS#11 token is exercised too, and a saturated pool
+//! shows), and the current issuer's full CRL has not passed its nextUpdate. Not ready is a
+//! 503 whose body names every reason, one per line, for the operator and the orchestrator.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use crate::app::{App, now_unix};
+
+/// The checks' outcome: `Err(reasons)` when not ready.
+pub fn verdict(
+    store_failure: Option<String>,
+    signs: Result<(), String>,
+    crl_next_update: Option<i64>,
+    now: i64,
+) -> Result<(), Vec<String>> {
+    let mut reasons = Vec::new();
+    if let Some(f) = store_failure {
+        reasons.push(format!("event store refuses writes: {f}"));
+    }
+    if let Err(e) = signs {
+        reasons.push(format!("issuing key cannot sign: {e}"));
+    }
+    match crl_next_update {
+        None => reasons.push("no CRL published yet".into()),
+        Some(t) if t <= now => reasons.push(format!("the published CRL expired at {t} (now {now})")),
+        Some(_) => {}
+    }
+    if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let ca = app.authority.ca();
+    let signer = ca.signer().clone();
+    let signs = match app.pool.run(move || signer.sign(b"ca-server readiness probe")).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let crl = app.revocation.get(ca.generation).and_then(|r| r.full_crl_next_update());
+    match verdict(app.store.write_failure(), signs, crl, now_unix()) {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(reasons) => {
+            tracing::warn!(reasons = %reasons.join("; "), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", reasons.join("\n")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_check_is_named() {
+        assert_eq!(verdict(None, Ok(()), Some(200), 100), Ok(()));
+        let r = verdict(Some("No space left on device".into()), Err("token removed".into()), Some(50), 100)
+            .unwrap_err();
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(r[0].contains("refuses writes") && r[0].contains("No space left"));
+        assert!(r[1].contains("cannot sign") && r[1].contains("token removed"));
+        assert!(r[2].contains("expired at 50"));
+        assert_eq!(verdict(None, Ok(()), None, 100).unwrap_err(), vec!["no CRL published yet".to_string()]);
+    }
+}
