@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use ca_core::crl::{self, CrlInput, RevokedCert};
 use ca_core::event::{CrlPublished, Event};
 
-use super::{Base, PublishedCrl, Revocation};
+use super::{Base, PublishedCrl, Revocation, lock, write};
 use crate::app::now_unix;
 use crate::error::AppError;
 
@@ -30,7 +30,7 @@ impl Revocation {
             .map(|(s, e, _)| RevokedCert::from_projection(s, e))
             .collect();
         let (base_number, base_next_seq) = {
-            let mut b = self.base.lock().map_err(|_| AppError::Io("base lock poisoned".into()))?;
+            let mut b = lock(&self.base);
             let rotate =
                 b.as_ref().is_none_or(|b| now - b.published_at >= self.cfg.delta_base_period_secs as i64);
             if rotate {
@@ -107,12 +107,8 @@ impl Revocation {
                 covers_generation: generation,
             })
         };
-        if let Ok(mut g) = self.full.write() {
-            *g = Some(mk(full_der, full_number, full_next));
-        }
-        if let Ok(mut g) = self.delta.write() {
-            *g = Some(mk(delta_der, delta_number, delta_next));
-        }
+        *write(&self.full) = Some(mk(full_der, full_number, full_next));
+        *write(&self.delta) = Some(mk(delta_der, delta_number, delta_next));
         self.metrics.crl_published.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             issuer = self.ca.generation,

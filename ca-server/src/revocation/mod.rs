@@ -97,6 +97,22 @@ struct Base {
     published_at: i64,
 }
 
+/// Lock poisoning is recovered in one way everywhere here: take the value. Every guarded
+/// value is replaced or updated in one step, so a panic elsewhere cannot leave it
+/// half-written; skipping a poisoned lock instead would, for one, skip the OCSP cache
+/// invalidation of a revocation.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct CachedAnswer {
     der: Bytes,
     refresh_at: i64,
@@ -209,10 +225,10 @@ impl Revocation {
     fn next_due_in(&self) -> std::time::Duration {
         let now = now_unix();
         let mut due = i64::MAX;
-        if let Some(f) = self.full.read().ok().and_then(|g| g.clone()) {
+        if let Some(f) = read(&self.full).clone() {
             due = due.min(f.this_update + (f.next_update - f.this_update) / 2);
         }
-        if let Some(d) = self.delta.read().ok().and_then(|g| g.clone()) {
+        if let Some(d) = read(&self.delta).clone() {
             due = due.min(d.this_update + (d.next_update - d.this_update) / 2);
         }
         if let Some(na) = self.responder().delegated_not_after() {
@@ -225,26 +241,23 @@ impl Revocation {
     fn crl_due(&self) -> bool {
         let now = now_unix();
         let half = |c: &PublishedCrl| now >= c.this_update + (c.next_update - c.this_update) / 2;
-        let full = self.full.read().ok().and_then(|g| g.clone());
-        let delta = self.delta.read().ok().and_then(|g| g.clone());
+        let full = read(&self.full).clone();
+        let delta = read(&self.delta).clone();
         full.is_none_or(|f| half(&f)) || delta.is_none_or(|d| half(&d))
     }
 
     /// The published full CRL's nextUpdate, if one was published (for `/readyz`).
     pub fn full_crl_next_update(&self) -> Option<i64> {
-        self.full.read().ok().and_then(|g| g.as_ref().map(|c| c.next_update))
+        read(&self.full).as_ref().map(|c| c.next_update)
     }
 
     fn crl_stale(&self) -> bool {
         let g = self.generation.load(Ordering::Acquire);
-        self.full.read().ok().and_then(|f| f.clone()).is_none_or(|f| f.covers_generation < g)
+        read(&self.full).clone().is_none_or(|f| f.covers_generation < g)
     }
 
     fn responder(&self) -> Arc<OcspResponder> {
-        match self.responder.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        read(&self.responder).clone()
     }
 
     fn signer_needs_rotation(&self) -> bool {
@@ -278,9 +291,7 @@ impl Revocation {
                 issuer_generation: self.ca.generation,
             })])
             .await?;
-        if let Ok(mut g) = self.responder.write() {
-            *g = Arc::new(responder);
-        }
+        *write(&self.responder) = Arc::new(responder);
         tracing::info!(not_after, "delegated OCSP signer issued");
         Ok(())
     }
@@ -291,11 +302,11 @@ impl Revocation {
     /// changes nothing and does not cause a second CRL publication.
     pub fn revoked(&self, serial: &Serial, seq: u64) {
         let before = self.generation.fetch_max(seq + 1, Ordering::AcqRel);
-        if let Ok(mut c) = self.cache.write() {
-            for h in HashAlgorithm::ALL {
-                c.remove(&(h, serial.clone()));
-            }
+        let mut c = write(&self.cache);
+        for h in HashAlgorithm::ALL {
+            c.remove(&(h, serial.clone()));
         }
+        drop(c);
         if before < seq + 1 {
             self.wake.notify_one();
         }
@@ -311,7 +322,7 @@ impl Revocation {
     }
 
     async fn current(&self, slot: &RwLock<Option<Arc<PublishedCrl>>>) -> Result<Arc<PublishedCrl>, AppError> {
-        let get = || slot.read().ok().and_then(|g| g.clone());
+        let get = || read(slot).clone();
         let g = self.generation.load(Ordering::Acquire);
         match get() {
             Some(c) if c.covers_generation >= g && c.next_update > now_unix() => Ok(c),
@@ -324,8 +335,7 @@ impl Revocation {
 
     async fn publish_if_stale(&self, g: u64) -> Result<(), AppError> {
         // Another fetch may have published while we waited: only publish if still stale.
-        let covered =
-            self.full.read().ok().and_then(|f| f.clone()).map(|f| (f.covers_generation, f.next_update));
+        let covered = read(&self.full).clone().map(|f| (f.covers_generation, f.next_update));
         match covered {
             Some((c, next)) if c >= g && next > now_unix() => Ok(()),
             _ => self.publish().await,

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use ca_core::Serial;
 use ca_core::ocsp::{self, CertId, HashAlgorithm, OcspResponder, OcspResponseStatus, SingleAnswer};
 
-use super::{CachedAnswer, Revocation};
+use super::{CachedAnswer, Revocation, read, write};
 use crate::app::now_unix;
 use crate::signing::SigningPool;
 
@@ -36,11 +36,7 @@ impl Revocation {
             _ => None,
         };
         if let Some(k) = &cache_key
-            && let Some(hit) = self
-                .cache
-                .read()
-                .ok()
-                .and_then(|c| c.get(k).filter(|a| a.refresh_at > now).map(|a| a.der.clone()))
+            && let Some(hit) = read(&self.cache).get(k).filter(|a| a.refresh_at > now).map(|a| a.der.clone())
         {
             self.metrics.ocsp_cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
@@ -97,10 +93,10 @@ impl Revocation {
         let der = Bytes::from(der);
         if let Some(k) = cache_key
             && self.cfg.ocsp_cache_entries > 0
-            && let Ok(mut c) = self.cache.write()
             // Only if no revocation landed since the status was read.
             && self.generation.load(Ordering::Acquire) == generation
         {
+            let mut c = write(&self.cache);
             // Bounded: a full cache makes room by dropping one entry (whichever the map
             // yields first, in effect a random one), so new serials keep being cached
             // instead of being signed live on every request once the cache filled up.

@@ -13,7 +13,7 @@ use ca_core::event::Event;
 use ca_core::ocsp::{self, OcspResponseStatus};
 use ca_storage::EventStore;
 
-use super::{Revocation, RevocationConfig};
+use super::{Revocation, RevocationConfig, lock, read, write};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::signing::SigningPool;
@@ -55,18 +55,18 @@ impl Registry {
     }
 
     fn insert(&self, r: Arc<Revocation>) {
-        let mut m = self.by_generation.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = write(&self.by_generation);
         m.insert(r.ca().generation, r);
     }
 
     fn all(&self) -> Vec<Arc<Revocation>> {
-        let m = self.by_generation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = read(&self.by_generation);
         m.values().cloned().collect()
     }
 
     /// Issuer `generation`'s revocation side.
     pub fn get(&self, generation: u32) -> Option<Arc<Revocation>> {
-        let m = self.by_generation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = read(&self.by_generation);
         m.get(&generation).cloned()
     }
 
@@ -81,7 +81,7 @@ impl Registry {
         pool: SigningPool,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), AppError> {
-        *self.shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shutdown.clone());
+        *lock(&self.shutdown) = Some(shutdown.clone());
         for r in self.all() {
             r.start(shutdown.clone()).await?;
         }
@@ -93,7 +93,7 @@ impl Registry {
     pub async fn add(&self, ca: Arc<IssuingCa>) -> Result<(), AppError> {
         let r = self.make(ca)?;
         self.insert(r.clone());
-        let shutdown = self.shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let shutdown = lock(&self.shutdown).clone();
         if let Some(rx) = shutdown {
             r.start(rx).await?;
         }
