@@ -18,6 +18,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address for CA certificates, health and metrics.
     pub http_addr: SocketAddr,
+    /// `[http]`: header read timeout and connection cap of the HTTP and ACME listeners.
+    pub http: crate::http_conn::HttpLimits,
     /// Base URL written into certificates' CDP and AIA; defaults to `http://<http_addr>`.
     pub public_url: Option<String>,
     pub ca: CaConfig,
@@ -62,6 +64,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ca-data"),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: Default::default(),
             public_url: None,
             ca: CaConfig::default(),
             signing: SigningConfig::default(),

@@ -11,6 +11,7 @@ pub mod credential;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http_conn;
 pub mod issuance;
 pub mod issuer_keys;
 pub mod issuer_life;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ca_storage::EventStore;
@@ -57,6 +57,8 @@ pub struct Metrics {
     pub ocsp_cache_hits: AtomicU64,
     /// Cached OCSP answers dropped to keep the cache within `ocsp_cache_entries`.
     pub ocsp_cache_evictions: AtomicU64,
+    /// HTTP and ACME connections closed at once because the listener was full.
+    pub http_connections_refused: Arc<AtomicU64>,
     pub ocsp_errors: AtomicU64,
     pub ocsp_presigned: AtomicU64,
     pub sign_latency: Histogram,
@@ -77,7 +79,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 19] = [
+        let counters: [(&str, &str, u64); 20] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -107,6 +109,11 @@ impl Metrics {
                 "ca_ocsp_cache_evictions_total",
                 "Cached OCSP answers dropped to stay within ocsp_cache_entries.",
                 get(&self.ocsp_cache_evictions),
+            ),
+            (
+                "ca_http_connections_refused_total",
+                "HTTP/ACME connections closed at once: the listener had [http] max_connections open.",
+                self.http_connections_refused.load(Ordering::Relaxed),
             ),
             ("ca_ocsp_errors_total", "OCSP requests answered with an error status.", get(&self.ocsp_errors)),
             (

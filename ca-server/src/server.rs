@@ -169,17 +169,26 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let router = crate::http::router(app.clone());
     let mut http_rx = rx.clone();
+    let gate = crate::http_conn::ConnGate::new(&config.http, app.metrics.http_connections_refused.clone());
     tasks.push(tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = http_listener.tap_io(|tcp| {
+        loop {
+            let tcp = tokio::select! {
+                r = http_listener.accept() => match r {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = async { let _ = http_rx.wait_for(|s| *s).await; } => return Ok(()),
+            };
+            // Over the cap: closed at once (dropped), before any byte is read.
+            let Some(slot) = gate.admit() else { continue };
             let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_rx.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|e| AppError::Io(format!("HTTP server: {e}")))
+            let (gate, router) = (gate.clone(), router.clone());
+            tokio::spawn(async move { gate.serve(tcp, router, slot).await });
+        }
     }));
 
     let grpc_security = if config.grpc.insecure { "plaintext" } else { "mtls" };
@@ -215,7 +224,8 @@ async fn start_acme(
     let acme = crate::acme::Acme::new(app.clone(), cfg.clone(), base.clone(), va)?;
     let tls = crate::acme::tls::tls_config(app, cfg, addr, rx.clone()).await?;
     let router = crate::acme::router(acme.clone());
-    tasks.push(tokio::spawn(crate::acme::tls::serve(listener, tls, router, rx.clone())));
+    let gate = crate::http_conn::ConnGate::new(&config.http, app.metrics.http_connections_refused.clone());
+    tasks.push(tokio::spawn(crate::acme::tls::serve(listener, tls, router, gate, rx.clone())));
     tracing::info!(%addr, directory = %format!("{base}/acme/directory"), "ACME listening");
     if cfg.allow_loopback {
         tracing::warn!(

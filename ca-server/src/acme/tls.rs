@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
@@ -52,11 +50,13 @@ pub async fn tls_config(
     Ok(Arc::new(sc))
 }
 
-/// Accept TLS connections and serve `router` until shutdown.
+/// Accept TLS connections and serve `router` until shutdown, within `gate`'s limits
+/// (connection cap, header read timeout: `http_conn.rs`).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    gate: crate::http_conn::ConnGate,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AppError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -72,16 +72,15 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return Ok(()),
         };
+        // Over the cap: closed at once, before the TLS handshake.
+        let Some(slot) = gate.admit() else { continue };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, router, gate) = (acceptor.clone(), router.clone(), gate.clone());
         tokio::spawn(async move {
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                 return;
             };
-            let svc = TowerToHyperService::new(router);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            gate.serve(stream, router, slot).await;
         });
     }
 }
