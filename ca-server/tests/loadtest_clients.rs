@@ -137,5 +137,11 @@ async fn both_clients_and_handshake_speak_mtls_with_the_admin_credential() {
         .err()
         .expect("no client certificate");
     eprintln!("refused: {err}");
-    assert!(err.contains("CertificateRequired"), "the server's alert: {err}");
+    // TLS 1.3: the client counts its handshake done before the server checks the (missing)
+    // certificate; it then reads either the server's alert or, when the close wins the race,
+    // a connection that ends under its first request. Either way no request is served.
+    assert!(
+        err.contains("CertificateRequired") || err.contains("UNAVAILABLE"),
+        "refused by the server's alert or the closed connection: {err}"
+    );
 }
