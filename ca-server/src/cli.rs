@@ -197,7 +197,11 @@ pub enum EabCommand {
     /// List keys (JSON lines, without secrets).
     List,
     /// Revoke a key: accounts can no longer register with it.
-    Revoke { kid: String },
+    Revoke {
+        /// The key id; base64url ids may begin with `-`, so it is never read as a flag.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 /// ACME flags of `serve` (each overrides its `[acme]` setting).
@@ -329,4 +333,23 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CI once drew an EAB kid beginning with `-`; clap read it as a flag and the revoke failed.
+    #[test]
+    fn an_eab_kid_beginning_with_a_dash_is_a_value() {
+        let cli = Cli::try_parse_from(["ca-server", "acme", "eab", "revoke", "-iknigntIEFYHJItKXe1aQ"])
+            .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Acme { command: AcmeCommand::Eab { command: EabCommand::Revoke { kid } }, .. },
+        }) = cli
+        else {
+            panic!("not parsed as eab revoke: {cli:?}");
+        };
+        assert_eq!(kid, "-iknigntIEFYHJItKXe1aQ");
+    }
 }
