@@ -56,6 +56,10 @@ pub struct StorageConfig {
     /// sled's cache cap in MiB (default 16). sled overshoots it about threefold under
     /// inserts, so this is the main knob on the server's memory besides the log's size.
     pub cache_mb: Option<u64>,
+    /// Free space (MiB) the data dir's file system keeps: below it, writes get UNAVAILABLE
+    /// (reads, OCSP and CRLs go on) until space is freed (default 64; 0 turns it off, and a
+    /// full disk then fails the store until a restart).
+    pub min_free_mb: Option<u64>,
 }
 
 impl Default for Config {

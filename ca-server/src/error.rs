@@ -70,6 +70,9 @@ impl From<AppError> for Status {
             AppError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
             AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
+            // Says why writes stop (a failed disk, free space below the reserve) and what
+            // brings them back; nothing in it is secret.
+            AppError::Store(s) if s.is_unavailable() => Status::unavailable(s.to_string()),
             AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {
                 internal(&e)
             }

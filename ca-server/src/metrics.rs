@@ -79,7 +79,7 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sm = store.metrics();
-        let counters: [(&str, &str, u64); 20] = [
+        let counters: [(&str, &str, u64); 22] = [
             ("ca_certificates_issued_total", "Certificates issued and durably logged.", get(&self.issued)),
             (
                 "ca_sign_rejected_total",
@@ -140,6 +140,16 @@ impl Metrics {
                 "sled flushes that emptied the commit journal.",
                 sm.checkpoints_total,
             ),
+            (
+                "ca_log_failed_batches_total",
+                "Group commits whose write failed (the store then refuses writes until a restart).",
+                sm.failed_batches_total,
+            ),
+            (
+                "ca_log_low_space_refusals_total",
+                "Group commits refused because free space was below [storage] min_free_mb.",
+                sm.low_space_refusals_total,
+            ),
         ];
         for (name, help, v) in counters {
             metric("counter", name, help, &v);
@@ -161,6 +171,12 @@ impl Metrics {
             "ca_log_flush_seconds_total",
             "Time spent making group commits durable (commit journal writes and syncs).",
             &sm.flush_seconds_total(),
+        );
+        metric(
+            "gauge",
+            "ca_log_writes_refused",
+            "1 while the event log refuses writes (a storage failure, or free space below the reserve).",
+            &u8::from(store.write_failure().is_some()),
         );
         metric("gauge", "ca_log_next_seq", "Sequence number the next record will get.", &store.next_seq());
         metric(

@@ -77,7 +77,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let (store, issuers, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let opts = ca_storage::StoreOptions::default()
             .fsync_each_batch(cfg.storage.fsync_each_batch)
-            .cache_bytes(cfg.storage.cache_mb.map(|mb| mb << 20));
+            .cache_bytes(cfg.storage.cache_mb.map(|mb| mb << 20))
+            .min_free_bytes(
+                cfg.storage
+                    .min_free_mb
+                    .map_or(ca_storage::DEFAULT_MIN_FREE_BYTES, |mb| mb.saturating_mul(1 << 20)),
+            );
         let store = app::open_store_with(&dir, opts)?;
         let (issuers, created) = app::ensure_ca(&store, &dir, &cfg, None, None)?;
         Ok((store, issuers, created))

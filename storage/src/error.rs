@@ -53,6 +53,22 @@ pub enum StoreError {
     )]
     Unrecovered(usize),
 
+    /// The data dir lost acknowledged records: a commit journal frame is corrupt with
+    /// intact frames after it, or sled's log is shorter than the last checkpoint recorded
+    /// (its file was truncated or damaged). The message names the file and what to do.
+    #[error("{0}")]
+    Damaged(String),
+
+    /// The data dir's file system has less free space than the configured reserve
+    /// (`StoreOptions::min_free_bytes`). Writes are refused before the disk is full, so sled
+    /// never meets `ENOSPC` with state it could not write back (which could leave
+    /// acknowledged records unreadable until a restart); they resume once space is freed.
+    #[error(
+        "the data dir's file system has {free} bytes free, below the {reserve}-byte reserve ([storage] \
+         min_free_bytes): writes are refused until space is freed; reads, OCSP and CRLs are still served"
+    )]
+    LowSpace { free: u64, reserve: u64 },
+
     /// The data dir was written by an incompatible version of this crate.
     #[error("store format {found} is not supported (this build reads format {supported})")]
     Format { found: u32, supported: u32 },
@@ -60,4 +76,13 @@ pub enum StoreError {
     /// Starting the writer thread or syncing a file failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// The store cannot take writes now but may later (a failed write path awaiting a
+    /// restart, a file system below its reserve, a store shutting down): a client should
+    /// retry later or elsewhere; it is not a bug in the request or the server.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Failed(_) | StoreError::LowSpace { .. } | StoreError::Closed)
+    }
 }

@@ -46,6 +46,15 @@
 //! the batch reached the disk is unknown, and chaining more records onto it could
 //! acknowledge history that a restart does not have. Reopening recovers the durable state.
 //!
+//! Before that edge, a **free-space reserve** (`StoreOptions::min_free_bytes`, `space.rs`):
+//! when the file system holding the store has less free space than the reserve, the writer
+//! checkpoints once (flushing sled and emptying the journal while there is room) and
+//! refuses appends with [`StoreError::LowSpace`] until space is back; reads never stop.
+//!
+//! Damage is reported at open, never papered over ([`StoreError::Damaged`]): a corrupt
+//! journal frame with intact frames after it, and a sled log shorter than the checkpoint
+//! marker at the head of the journal says it held (a truncated or damaged `db` file).
+//!
 //! # Group commit
 //!
 //! One writer thread owns every write. Appenders send `(events, reply)` over a channel
@@ -119,12 +128,13 @@ mod issuers;
 mod journal;
 mod project;
 mod rebuild;
+mod space;
 mod store;
 mod watch;
 mod writer;
 
 pub use error::StoreError;
 pub use store::{
-    Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, EventStore, RawRecord,
-    StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
+    Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, EventStore,
+    RawRecord, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
 };

@@ -16,9 +16,10 @@ use ca_core::{Event, Serial};
 use ca_proto::convert::{decode_event, encode_event};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::journal::{Journal, JournalRecord};
+use crate::journal::{Checkpoint, Journal, JournalError, JournalRecord};
 use crate::project::{self, ProjState, Trees};
 use crate::rebuild;
+use crate::space::SpaceGuard;
 use crate::writer::{AppendReq, Cmd, Prepared, Reply, Writer};
 use crate::{StoreError, codec};
 
@@ -120,6 +121,8 @@ pub struct StoreMetrics {
     pub pending_requests: u64,
     /// Records folded into the projections when the store was opened (0 when they were current).
     pub replayed_at_open: u64,
+    /// Batches refused because free space was below the reserve.
+    pub low_space_refusals_total: u64,
 }
 
 impl StoreMetrics {
@@ -129,7 +132,7 @@ impl StoreMetrics {
 }
 
 /// How to open a store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreOptions {
     /// `fdatasync` the commit journal after each batch's write (and sled's data file at
@@ -141,6 +144,24 @@ pub struct StoreOptions {
     pub read_only: bool,
     /// sled's cache cap in bytes (`None`: [`DEFAULT_CACHE_BYTES`]).
     pub cache_bytes: Option<u64>,
+    /// Refuse appends while the store's file system has less free space than this
+    /// (`space.rs`); 0 turns the reserve off.
+    pub min_free_bytes: u64,
+}
+
+/// Default free-space reserve: room for sled to write back a checkpoint's worth of state
+/// (the journal empties at 16 MiB) several times over.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync_each_batch: false,
+            read_only: false,
+            cache_bytes: None,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
+    }
 }
 
 impl StoreOptions {
@@ -156,6 +177,11 @@ impl StoreOptions {
 
     pub fn cache_bytes(mut self, bytes: Option<u64>) -> Self {
         self.cache_bytes = bytes;
+        self
+    }
+
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
         self
     }
 }
@@ -174,6 +200,7 @@ pub(crate) struct Metrics {
     pub failed_batches: AtomicU64,
     pub pending: AtomicU64,
     pub replayed_at_open: AtomicU64,
+    pub low_space_refusals: AtomicU64,
 }
 
 /// What readers may see: the durable prefix of the log. Updated by the writer after each
@@ -191,6 +218,8 @@ pub(crate) struct Shared {
     pub trees: Trees,
     committed: RwLock<Committed>,
     failed: RwLock<Option<String>>,
+    /// Why writes are paused for lack of space (`space.rs`); cleared when space is back.
+    low_space: RwLock<Option<String>>,
     pub metrics: Metrics,
 }
 
@@ -214,6 +243,14 @@ impl Shared {
 
     fn failed(&self) -> Option<String> {
         self.failed.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_low_space(&self, why: Option<String>) {
+        *self.low_space.write().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
+    fn low_space(&self) -> Option<String> {
+        self.low_space.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Read one record by seq, without the committed bound (callers apply it).
@@ -308,21 +345,27 @@ impl EventStore {
         let mut head = last_record(&trees.log, !opts.read_only)?;
         let mut recovered = 0;
         let journal = if opts.read_only {
+            let contents = Journal::read(dir)?;
+            check_checkpoint(&trees.log, dir, head, contents.checkpoint)?;
             let beyond = head.map_or(0, |h| h.seq + 1);
-            let pending = Journal::read(dir)?.iter().filter(|r| r.seq >= beyond).count();
+            let pending = contents.records.iter().filter(|r| r.seq >= beyond).count();
             if pending > 0 {
                 return Err(StoreError::Unrecovered(pending));
             }
             None
         } else {
-            let (mut journal, records) = Journal::open(dir, opts.fsync_each_batch)?;
-            if !records.is_empty() {
-                recovered = recover_journal(&trees.log, &mut head, &records)?;
+            let (mut journal, contents) = Journal::open(dir, opts.fsync_each_batch)?;
+            check_checkpoint(&trees.log, dir, head, contents.checkpoint)?;
+            if !contents.records.is_empty() {
+                recovered = recover_journal(&trees.log, &mut head, &contents.records)?;
                 trees.db.flush()?;
                 if opts.fsync_each_batch {
                     File::open(dir.join("db"))?.sync_data()?;
                 }
-                journal.reset()?;
+                journal.reset(Checkpoint {
+                    next_seq: head.map_or(0, |h| h.seq + 1),
+                    head: head.map_or(GENESIS, |h| h.hash),
+                })?;
                 if recovered > 0 {
                     tracing::warn!(
                         recovered,
@@ -388,6 +431,7 @@ impl EventStore {
             trees,
             committed: RwLock::new(Committed { next_seq, head, ca_seq: st.ca_seq, last_crl: st.last_crl }),
             failed: RwLock::new(None),
+            low_space: RwLock::new(None),
             metrics: Metrics::default(),
         });
         shared.metrics.replayed_at_open.store(replayed, Ordering::Relaxed);
@@ -405,6 +449,7 @@ impl EventStore {
             last_checkpoint: Instant::now(),
             fsync_file,
             failed: None,
+            space: SpaceGuard::new(dir.to_path_buf(), if opts.read_only { 0 } else { opts.min_free_bytes }),
         };
         let handle = std::thread::Builder::new().name("ca-log-writer".into()).spawn(move || writer.run())?;
         tracing::info!(
@@ -584,10 +629,11 @@ impl EventStore {
         ca_at(self.shared(), seq).map(Some)
     }
 
-    /// Why the store refuses writes, once a write or flush failed (it stays refused until a
-    /// restart recovers); `None` while it accepts them.
+    /// Why the store refuses writes: a write or flush failed (refused until a restart
+    /// recovers), or free space is below the reserve (until space is back); `None` while it
+    /// accepts them.
     pub fn write_failure(&self) -> Option<String> {
-        self.shared().failed()
+        self.shared().failed().or_else(|| self.shared().low_space())
     }
 
     /// A certificate by serial (durable state only).
@@ -854,6 +900,7 @@ impl EventStore {
             failed_batches_total: l(&m.failed_batches),
             pending_requests: l(&m.pending),
             replayed_at_open: l(&m.replayed_at_open),
+            low_space_refusals_total: l(&m.low_space_refusals),
         }
     }
 }
@@ -993,6 +1040,53 @@ fn recover_journal(
         written += 1;
     }
     Ok(written)
+}
+
+/// sled's log must hold at least what the journal's checkpoint marker says it held durably;
+/// less means its file lost acknowledged records (truncated, damaged, or replaced by an
+/// older copy), which the journal, emptied at that checkpoint, cannot bring back.
+fn check_checkpoint(
+    log: &sled::Tree,
+    dir: &Path,
+    head: Option<Appended>,
+    checkpoint: Option<Checkpoint>,
+) -> Result<(), StoreError> {
+    let Some(ck) = checkpoint else { return Ok(()) };
+    let next = head.map_or(0, |h| h.seq + 1);
+    let db = dir.join("db");
+    let restore = "keep a copy of the data dir and restore it from a backup; `ca-server audit verify` \
+                   shows what the log still holds";
+    if next < ck.next_seq {
+        return Err(StoreError::Damaged(format!(
+            "the event log in {} ends after {next} records, but its last checkpoint held {}: the file \
+             was truncated, damaged or replaced by an older copy, and acknowledged records are gone; {restore}",
+            db.display(),
+            ck.next_seq
+        )));
+    }
+    if let Some(last) = ck.next_seq.checked_sub(1) {
+        let hash = match log.get(codec::log_key(last))? {
+            Some(v) => codec::parse_log_value(last, &v)?.hash,
+            None => GENESIS,
+        };
+        if hash != ck.head {
+            return Err(StoreError::Damaged(format!(
+                "record {last} of the event log in {} is not the one its last checkpoint recorded: the \
+                 log was rewritten or replaced; {restore}",
+                db.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Io(e) => StoreError::Io(e),
+            JournalError::Damaged(d) => StoreError::Damaged(d.to_string()),
+        }
+    }
 }
 
 /// The format marker: written on first open, checked on every later one.

@@ -18,9 +18,10 @@ use ca_core::chain::{Hash, record_hash};
 use ca_proto::convert::IndexEvent;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::journal::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, Journal};
+use crate::journal::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, Checkpoint, Journal};
 use crate::project::{ProjBatch, ProjState};
 use crate::rebuild;
+use crate::space::{Change, SpaceGuard};
 use crate::store::Shared;
 use crate::{Appended, StoreError, StoredRecord, codec};
 
@@ -102,6 +103,8 @@ pub(crate) struct Writer {
     pub fsync_file: Option<File>,
     /// Set by the first failed write; every later write is refused with it.
     pub failed: Option<String>,
+    /// The free-space reserve, checked before every batch.
+    pub space: SpaceGuard,
 }
 
 impl Writer {
@@ -210,7 +213,7 @@ impl Writer {
             f.sync_data()?;
         }
         if let Some(j) = &mut self.journal {
-            j.reset()?;
+            j.reset(Checkpoint { next_seq: self.next_seq, head: self.head })?;
         }
         self.last_checkpoint = Instant::now();
         let m = &self.shared.metrics;
@@ -221,11 +224,59 @@ impl Writer {
         Ok(())
     }
 
+    /// The free-space reserve: `Err(LowSpace)` while the file system is below it. Going
+    /// below checkpoints once, while sled still has room to write everything back (and
+    /// the emptied journal returns its space).
+    fn space_check(&mut self) -> Result<(), StoreError> {
+        let reserve = self.space.reserve();
+        match self.space.check() {
+            Change::None => {}
+            Change::WentLow { free } => {
+                let e = StoreError::LowSpace { free, reserve };
+                tracing::error!(free, reserve, "event store: free space below the reserve; refusing writes");
+                self.shared.set_low_space(Some(e.to_string()));
+                let r = self.checkpoint();
+                self.note_failure(r)?;
+                // The checkpoint may have freed enough (an emptied journal).
+                if let Change::Recovered { free } = self.space.check() {
+                    self.space_recovered(free);
+                }
+            }
+            Change::Recovered { free } => self.space_recovered(free),
+        }
+        if self.space.is_low() {
+            let free = self.space.free().unwrap_or(0);
+            self.shared.metrics.low_space_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::LowSpace { free, reserve });
+        }
+        Ok(())
+    }
+
+    fn space_recovered(&self, free: u64) {
+        tracing::warn!(
+            free,
+            reserve = self.space.reserve(),
+            "event store: free space is back; accepting writes"
+        );
+        self.shared.set_low_space(None);
+    }
+
     fn commit_batch(&mut self, reqs: Vec<AppendReq>, n_events: usize) {
         if let Err(e) = self.guard() {
             let msg = e.to_string();
             for r in reqs {
                 r.reply.send(Err(StoreError::Failed(msg.clone())));
+            }
+            return;
+        }
+        if let Err(e) = self.space_check() {
+            for r in reqs {
+                r.reply.send(Err(match &e {
+                    StoreError::LowSpace { free, reserve } => {
+                        StoreError::LowSpace { free: *free, reserve: *reserve }
+                    }
+                    other => StoreError::Failed(other.to_string()),
+                }));
             }
             return;
         }

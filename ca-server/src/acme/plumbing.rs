@@ -110,6 +110,12 @@ impl From<AppError> for AcmeError {
             }
             AppError::ShuttingDown => AcmeError::new(Problem::ServerInternal, "shutting down")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE),
+            AppError::Store(s) if s.is_unavailable() => {
+                let mut p = AcmeError::new(Problem::ServerInternal, s.to_string())
+                    .with_status(StatusCode::SERVICE_UNAVAILABLE);
+                p.retry_after = Some(30);
+                p
+            }
             AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {
                 internal(&e)
             }
