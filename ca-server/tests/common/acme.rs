@@ -122,9 +122,31 @@ impl AcmeEnv {
 
     /// Restart the server on the same data dir and ports after a kill -9.
     pub fn restart_after_kill(self, config_extra: &[&str]) -> AcmeEnv {
+        self.kill9().restart(config_extra)
+    }
+
+    /// `kill -9` the server, keeping what a restart needs; in between, the caller can wait
+    /// for its clients to give up, so none of them reaches the restarted server.
+    pub fn kill9(self) -> KilledAcmeEnv {
         let AcmeEnv { chall, server, dir } = self;
         let acme = server.acme.clone();
         server.kill9();
+        KilledAcmeEnv { chall, dir, acme }
+    }
+}
+
+/// An [`AcmeEnv`] whose server was killed: the challenge server, the data dir and the ACME
+/// address, kept for [`KilledAcmeEnv::restart`].
+pub struct KilledAcmeEnv {
+    pub chall: ChallSrv,
+    pub dir: tempfile::TempDir,
+    acme: String,
+}
+
+impl KilledAcmeEnv {
+    /// Start the server again on the same data dir, config and ports.
+    pub fn restart(self, config_extra: &[&str]) -> AcmeEnv {
+        let KilledAcmeEnv { chall, dir, acme } = self;
         let cfg = dir.path().join("ca.toml");
         let mut args: Vec<String> = chall.server_args();
         args.extend(["--config".to_string(), cfg.display().to_string()]);
@@ -136,7 +158,9 @@ impl AcmeEnv {
         let server = Server::start_with(&dir.path().join("data"), &argv);
         AcmeEnv { chall, server, dir }
     }
+}
 
+impl AcmeEnv {
     pub fn directory(&self) -> String {
         format!("https://{}/acme/directory", self.server.acme)
     }
