@@ -10,22 +10,6 @@ use std::process::Command;
 use common::*;
 
 /// `serve` on `dir` that is expected to exit (not to become ready): (success, output).
-fn serve_expecting_exit(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    run(Command::new(BIN)
-        .args([
-            "serve",
-            "--no-acme",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .envs(env.iter().copied()))
-}
-
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

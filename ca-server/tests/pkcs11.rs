@@ -260,21 +260,9 @@ fn wrong_pin_missing_label_loose_pin_file_and_a_second_init_are_refused_clearly(
     let (ok, out) = hsm.init(&tmp.path().join("data3"), &other, &["--key-algorithm", "ed25519"]);
     assert!(!ok && out.contains("ed25519 is not supported"), "{out}");
 
+    let conf = hsm.conf.to_str().unwrap().to_string();
     let serve = |config: &Path| {
-        run(Command::new(BIN)
-            .args([
-                "serve",
-                "--no-acme",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--config")
-            .arg(config)
-            .env("SOFTHSM2_CONF", &hsm.conf))
+        serve_expecting_exit(&data, &["--config", config.to_str().unwrap()], &[("SOFTHSM2_CONF", &conf)])
     };
     let bad_pin = tmp.path().join("bad-pin");
     write_secret(&bad_pin, "not-the-pin\n");

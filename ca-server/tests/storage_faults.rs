@@ -225,3 +225,79 @@ async fn with_the_reserve_off_a_full_disk_fails_the_store_and_a_restart_recovers
     assert!(server.stop().success());
     eprintln!("{}", audit_verify(&dir).trim());
 }
+
+/// Damage found at start stops the server with a message that names the file and what to
+/// do: a corrupt commit-journal frame with intact frames after it (acknowledged records),
+/// then sled's file truncated behind the journal's checkpoint marker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_journal_or_a_truncated_log_stops_the_start_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start(&dir);
+    let mut c = server.client().await;
+    let mut acked = vec![];
+    for i in 0..5 {
+        let req = SignCsrRequest {
+            csr: csr_for(&[&format!("j{i}.example.internal")]),
+            profile: String::new(),
+            validity_seconds: 0,
+        };
+        acked.push(c.sign_csr(req).await.unwrap().into_inner().serial);
+    }
+    // Before the idle checkpoint (5 s) empties the journal.
+    server.kill9();
+
+    let journal = dir.join("log").join("ca-journal");
+    let good = std::fs::read(&journal).unwrap();
+    let frames: Vec<usize> =
+        good.windows(4).enumerate().filter(|(_, w)| w == b"CAJ1").map(|(i, _)| i).collect();
+    assert!(frames.len() >= 5, "one journal frame per acknowledged SignCsr: {frames:?}");
+    let mut bad = good.clone();
+    bad[frames[frames.len() - 3] + 40] ^= 0x55;
+    std::fs::write(&journal, &bad).unwrap();
+    let (ok, out) = serve_expecting_exit(&dir, &[], &[]);
+    assert!(!ok, "a damaged journal must stop the start: {out}");
+    assert!(out.contains("ca-journal") && out.contains("damaged"), "{out}");
+    assert!(out.contains("restore it from a backup") && out.contains("move the journal aside"), "{out}");
+
+    // Undamaged again, it recovers every acknowledged certificate.
+    std::fs::write(&journal, &good).unwrap();
+    let server = Server::start(&dir);
+    assert_eq!(all_readable(&server, &acked).await, 0);
+    let more = fill_n(&server, 400).await;
+    assert!(server.stop().success());
+
+    // sled's file cut in half under a journal whose checkpoint marker says what it held.
+    let db = dir.join("log").join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+    let (ok, out) = serve_expecting_exit(&dir, &[], &[]);
+    assert!(!ok, "a truncated log must stop the start ({} certificates acknowledged): {out}", more);
+    assert!(out.contains("restore it from a backup"), "{out}");
+    eprintln!("{}", out.lines().rev().find(|l| l.contains("backup")).unwrap_or_default());
+}
+
+/// `n` SignCsr calls from 8 callers; how many were acknowledged.
+async fn fill_n(server: &Server, n: usize) -> usize {
+    let mut tasks = vec![];
+    for w in 0..8 {
+        let mut c = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in (w..n).step_by(8) {
+                let req = SignCsrRequest {
+                    csr: csr_for(&[&format!("n{i}.example.internal")]),
+                    profile: String::new(),
+                    validity_seconds: 0,
+                };
+                ok += usize::from(c.sign_csr(req).await.is_ok());
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}

@@ -156,6 +156,24 @@ impl Server {
     }
 }
 
+/// `ca-server serve` on `dir` for a start that must fail: (exited successfully, output).
+/// A server that did start would hang the test, so callers only use it where it exits.
+pub fn serve_expecting_exit(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    run(Command::new(BIN)
+        .args([
+            "serve",
+            "--no-acme",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .envs(env.iter().copied()))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
