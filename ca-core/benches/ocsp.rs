@@ -1,5 +1,6 @@
 //! OCSP request parsing and response signing (the uncached path of the responder).
 //! `cargo bench -p ca-core --bench ocsp`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 use std::sync::Arc;
 

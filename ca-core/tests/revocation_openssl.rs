@@ -1,5 +1,6 @@
 //! CRL and OCSP builders checked with a tool we did not write: the `openssl` CLI (3.x).
 //! Each test skips (with a note on stderr) only when `openssl` is not installed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

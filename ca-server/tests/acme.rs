@@ -1,5 +1,6 @@
 //! The ACME frontend against instant-acme, an independent client, with
 //! pebble-challtestsrv answering challenges. Every issued chain is checked with openssl.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `kill -9` in the middle of ACME flows: after a restart the client continues where it
 //! was, with nothing it was told about lost, and the log still verifies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

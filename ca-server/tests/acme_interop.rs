@@ -3,6 +3,7 @@
 //! server's validation lookups (it answers A 127.0.0.1 for every name), the clients answer
 //! the challenges themselves, and every result is checked with openssl (verify, OCSP, CRL).
 //! A missing client or tool fails the test, naming the Debian package.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

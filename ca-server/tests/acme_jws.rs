@@ -1,6 +1,7 @@
 //! Every JWS rule and request-plumbing rule of the ACME frontend, with a hand-built client
 //! (instant-acme will not send broken requests), plus revokeCert by the certificate's own
 //! key and racing finalize requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The command-line client and offline commands, as a person would use them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Crash test: `kill -9` under load. Every certificate whose SignCsr reply arrived must be
 //! in the log after restart, and the chain must verify.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

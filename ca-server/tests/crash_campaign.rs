@@ -5,6 +5,7 @@
 //!
 //! The seed is printed; `CRASH_SEED=N` replays a campaign's choices (kill delays, OCSP
 //! samples, challenge types), `CRASH_ROUNDS=N` changes the number of kills (default 20).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 #[path = "common/campaign/check.rs"]
 mod check;

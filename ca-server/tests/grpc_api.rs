@@ -1,4 +1,5 @@
 //! The gRPC API against the real server binary, checked with tools we did not write.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

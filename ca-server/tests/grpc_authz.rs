@@ -1,5 +1,6 @@
 //! Per-caller authorization on gRPC (`[[authz.rules]]`) against the real server, with
 //! workload credentials made by `ca-server client issue-credential`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! `python3 -m pip install --target` under the cargo target dir and reused by later runs
 //! (scripts/test.sh apt-installs python3 and python3-pip when missing). No skip: a machine
 //! that cannot install them fails this test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The gRPC listener's TLS: client certificates from this CA required, the admin
 //! credential in the data dir, the caller's identity as the recorded requester, and
 //! `--insecure-grpc` for plaintext.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! partial headers is dropped after `header_read_timeout_secs`, and connections over
 //! `max_connections` are closed at once while the others are served; once the slow ones
 //! are dropped, everyone is served again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

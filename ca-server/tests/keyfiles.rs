@@ -1,4 +1,5 @@
 //! The CA keys at rest: permission checks at start, encrypted PKCS#8 with a passphrase.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 #![cfg(unix)]
 
 mod common;

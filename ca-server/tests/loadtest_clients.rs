@@ -1,6 +1,7 @@
 //! ca-loadtest's two gRPC clients against the real server: the lean h2 client (its default)
 //! must get exactly what the generated tonic client gets, successes and failures alike, or
 //! the load figures would measure something other than SignCsr.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! scripts/test.sh), a fresh token per test in its own token directory. Everything the
 //! server signs with it is checked by `openssl`; the key object's attributes through
 //! cryptoki.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

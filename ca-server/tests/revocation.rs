@@ -1,5 +1,6 @@
 //! The revocation read side against the real server, checked with `openssl ocsp`,
 //! `openssl crl` and `openssl verify -crl_check`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

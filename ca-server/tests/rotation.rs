@@ -2,6 +2,7 @@
 //! the data dir, and with an offline root (`--csr-out`, signed by `openssl x509 -req`,
 //! `--import-signed`). Certificates of both issuers are checked with `openssl verify`,
 //! their revocation with `openssl crl` and `openssl ocsp` at the URLs in their own CDP/AIA.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

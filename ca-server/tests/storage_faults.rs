@@ -4,6 +4,7 @@
 //! nothing acknowledged is lost across the fault, the recovery and a `kill -9`.
 //!
 //! Needs root (the tests mount tmpfs); the CI machine runs the tests as root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

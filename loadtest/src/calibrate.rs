@@ -87,6 +87,10 @@ pub fn paced(pause: Duration, secs: f64, op: &dyn Fn()) -> f64 {
 }
 
 /// Run `op` in a loop on `threads` threads for `secs`; total operations per second.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub fn measure(threads: usize, secs: f64, op: &(dyn Fn() + Sync)) -> f64 {
     let threads = threads.max(1);
     let stop = AtomicBool::new(false);
@@ -126,6 +130,10 @@ struct Fixture {
     authority: Authority,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 fn fixture() -> Result<Fixture, String> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
@@ -167,11 +175,19 @@ fn fixture() -> Result<Fixture, String> {
     Ok(f)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 fn ring_sign(f: &Fixture) {
     let sig = f.ring_key.sign(&f.rng, &f.message).expect("P-256 sign");
     std::hint::black_box(sig);
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 fn ring_verify(f: &Fixture) {
     let pk = signature::UnparsedPublicKey::new(
         &signature::ECDSA_P256_SHA256_ASN1,
@@ -209,6 +225,10 @@ fn core_issue(f: &Fixture) -> Result<usize, String> {
     Ok(std::hint::black_box(ev).serial.as_bytes().len())
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub fn run(args: &CalibrateArgs, progress: bool) -> Result<CalibrateReport, String> {
     let threads = args.threads.unwrap_or_else(crate::report::available_cores).max(1);
     let f = fixture()?;

@@ -23,6 +23,10 @@ pub fn make_csr(name: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `count` distinct DER CSRs, named `lt-<i>.<domain>`, generated on `threads` threads.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub fn generate(count: usize, domain: &str, threads: usize, progress: bool) -> Result<Vec<Bytes>, String> {
     let bar = if progress {
         let b = ProgressBar::with_draw_target(Some(count as u64), ProgressDrawTarget::stderr_with_hz(4));

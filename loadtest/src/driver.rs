@@ -131,6 +131,10 @@ impl PhaseResult {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3).expect("static histogram bounds are valid")
 }
@@ -207,6 +211,10 @@ struct WorkerOut {
 }
 
 /// Run one phase of `scenario` to completion (or until `stop_flag` is raised, e.g. by ctrl-c).
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub async fn run_phase<S: Scenario>(
     scenario: Arc<S>,
     cfg: &PhaseConfig,
@@ -372,6 +380,10 @@ pub async fn run_phase<S: Scenario>(
     result
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 fn progress_bar(cfg: &PhaseConfig) -> ProgressBar {
     let (len, template) = match cfg.stop {
         Stop::Count(n) => (n, "{prefix} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}"),

@@ -168,6 +168,10 @@ pub async fn issuing_ca(channel: Channel) -> Result<Vec<u8>, String> {
 
 /// Issue one certificate per CSR (with `concurrency` requests in flight); their serials in order.
 /// Used to get real serials for the OCSP scenario. Fails on the first error.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub async fn issue_all(
     sign: Arc<GrpcSign>,
     concurrency: usize,

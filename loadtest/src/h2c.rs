@@ -161,6 +161,10 @@ where
 }
 
 /// gRPC length-prefixed message: flag 0 (not compressed), u32 big-endian length, bytes.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+)]
 pub fn frame(msg: &impl prost::Message) -> Bytes {
     let len = msg.encoded_len();
     let mut b = BytesMut::with_capacity(5 + len);

@@ -279,6 +279,10 @@ impl Ocsp {
         Ok(())
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+    )]
     fn request(&self, i: u64) -> (Method, Request<Full<Bytes>>) {
         let idx = (i % self.ders.len() as u64) as usize;
         let get = match self.method {
@@ -307,6 +311,10 @@ fn with_method(method: &Method, mut f: Failure) -> Failure {
 }
 
 impl Scenario for Ocsp {
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect states an invariant of this load generator; a broken one should stop the run loudly"
+    )]
     async fn one(&self, slot: usize, i: u64) -> Result<(), Failure> {
         let (method, req) = self.request(i);
         let mut guard = self.conns[slot % self.conns.len()].lock().await;

@@ -2,6 +2,7 @@
 //! ~700-byte `CertificateIssued` per call and awaiting durability before the next.
 //! Every iteration is one durable certificate, so the reported throughput is
 //! certificates per second.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

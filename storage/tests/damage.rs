@@ -1,5 +1,6 @@
 //! Damage to a data dir is reported when the store opens, with what to do, never served as
 //! a shorter log; and a file system below the free-space reserve stops writes, not reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! events of every kind, on hand-built protobuf that stresses the wire rules (wrong wire
 //! types, duplicated and interleaved oneof fields, unknown fields, groups, bad UTF-8,
 //! overlong varints, bad lengths), and on random mutations of valid encodings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! unflushed state. The test re-runs its own binary as a child that appends and then
 //! aborts (no destructors, no final flush: what `kill -9` leaves behind), and the parent
 //! reopens the store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Model test: random appends and reopens, compared after every step against an in-memory
 //! model (the list of event bytes, their hash chain, and `Inventory`'s pure fold).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Reopen time with a big inventory (the server must answer within seconds of a restart
 //! with 1,000,000 certificates). Ignored by default: it writes ~N x 700 bytes. Run with
 //! `SCALE_CERTS=1000000 cargo test --release -p ca-storage --test scale -- --ignored --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

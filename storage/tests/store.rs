@@ -1,5 +1,6 @@
 //! Behaviour of the event store against its contract: projections equal the fold, the
 //! chain catches tampering, group commit batches, watch never gaps, recovery catches up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! ACME test environment: a real `ca-server` with ACME on port 0, Debian's
 //! `pebble-challtestsrv` as the challenge responder and DNS server (as instant-acme's own
 //! tests use it against Pebble), and instant-acme as the client.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

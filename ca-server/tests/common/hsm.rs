@@ -1,6 +1,6 @@
 //! SoftHSM2 for the PKCS#11 tests: a token directory and `SOFTHSM2_CONF` of the test's own,
 //! one initialized token, the PIN in a 0600 file, and `[ca.pkcs11]` config files.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use ca_core::event::{CaInitialized, CertificateIssued, CertificateRevoked, CrlPublished, RevocationReason};
 use ca_core::keys::KeyAlgorithm;
