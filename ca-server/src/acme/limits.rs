@@ -144,6 +144,8 @@ impl Limiters {
         }
     }
 
+    /// A limit's value and its `[acme.limits]` key (the pending cap is a cap, not a
+    /// bucket: only its count is used).
     fn limit(&self, l: AcmeLimit) -> (Limit, &'static str) {
         let c = &self.cfg;
         match l {
@@ -279,13 +281,19 @@ impl Acme {
         let ms = lim.clock.now_ms();
         let cached = {
             let mut p = lock(&lim.pending);
-            p.get_mut(account).map(|t| {
-                t.authzs.retain(|(_, exp)| *exp > now);
-                (t.authzs.clone(), t.refolded_ms)
-            })
+            match p.get_mut(account) {
+                None => None,
+                Some(t) => {
+                    t.authzs.retain(|(_, exp)| *exp > now);
+                    // Under the cap counting every tracked one: no store read needed.
+                    if (t.authzs.len() + adding) as u64 <= cap {
+                        return Ok(());
+                    }
+                    Some((t.authzs.clone(), t.refolded_ms))
+                }
+            }
         };
         let authzs = match cached {
-            Some((a, _)) if (a.len() + adding) as u64 <= cap => return Ok(()),
             Some((a, at)) if ms < at.saturating_add(REFOLD_EVERY_MS) => a,
             Some((a, _)) => self.still_pending(a, now)?,
             None => self.pending_from_store(account, now)?,
