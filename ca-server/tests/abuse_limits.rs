@@ -288,3 +288,30 @@ async fn grpc_issuance_is_limited_per_identity() {
     assert!(text.contains("ca_grpc_rate_limited_total{method=\"SignCsr\"} 2\n"), "{text}");
     assert!(text.contains("ca_grpc_ratelimit_tracked_keys 3\n"), "{text}");
 }
+
+/// The pending cap is read from the log, so a restart does not reset it (the hourly buckets
+/// do refill).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pending_cap_survives_a_restart() {
+    let env = AcmeEnv::start("[acme.limits]\npending_authorizations_per_account = 1\n", &[]);
+    let raw = Raw::new(&env.server.acme, &env.root_pem());
+    let key = EcKey::generate();
+    let kid = raw.new_account(&key).await;
+    let r = raw.post(&key, Some(&kid), "new-order", Some(&dns(&["first.test"]))).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    let env = env.restart_after_kill(&[]);
+    let raw = Raw::new(&env.server.acme, &env.root_pem());
+    let r = raw.post(&key, Some(&kid), "new-order", Some(&dns(&["second.test"]))).await;
+    assert_eq!(
+        (r.status, r.problem().as_str()),
+        (429, "rateLimited"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("1 pending"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
