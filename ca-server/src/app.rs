@@ -261,6 +261,8 @@ pub struct App {
     pub acme_metrics: Arc<crate::acme::metrics::AcmeMetrics>,
     /// Per-caller authorization on gRPC (`[[authz.rules]]`).
     pub authz: Arc<crate::authz::Authz>,
+    /// SignCsr per caller identity (`[grpc] max_issuance_per_minute`).
+    pub issuance_limits: crate::grpc_limits::IssuanceLimiter,
 }
 
 impl App {
@@ -295,6 +297,7 @@ impl App {
             metrics.clone(),
         )?);
         Ok(App {
+            issuance_limits: crate::grpc_limits::IssuanceLimiter::new(&config.grpc, metrics.clone()),
             authz,
             revocation,
             pool: SigningPool::new(config.workers(), config.signing.queue_depth, metrics.clone()),

@@ -67,6 +67,9 @@ pub struct AuthzRule {
     pub read: bool,
     /// AcmeAdmin and any other admin RPC.
     pub admin: bool,
+    /// SignCsr per minute for each identity this rule matches (0 = unlimited); unset =
+    /// `[grpc] max_issuance_per_minute` (or `admin_max_issuance_per_minute` with `admin`).
+    pub max_issuance_per_minute: Option<u64>,
 }
 
 impl Default for AuthzRule {
@@ -80,6 +83,7 @@ impl Default for AuthzRule {
             revoke: RevokeScope::Own,
             read: true,
             admin: false,
+            max_issuance_per_minute: None,
         }
     }
 }
@@ -125,6 +129,20 @@ pub struct Grant {
 impl Grant {
     pub fn label(&self) -> &str {
         &self.rule.label
+    }
+
+    /// The identity (or, without one, the requester) that limits and denials name.
+    pub fn who(&self) -> &str {
+        &self.who
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.rule.rule.admin
+    }
+
+    /// The rule's own `max_issuance_per_minute`, if it sets one.
+    pub fn max_issuance_per_minute(&self) -> Option<u64> {
+        self.rule.rule.max_issuance_per_minute
     }
 }
 

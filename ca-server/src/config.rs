@@ -34,8 +34,8 @@ pub struct Config {
     pub authz: crate::authz::AuthzConfig,
 }
 
-/// `[grpc]`: how the gRPC listener is secured.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[grpc]`: how the gRPC listener is secured, and its per-identity issuance limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
     /// Plaintext gRPC with no authentication (`--insecure-grpc`). Off by default: TLS with
@@ -44,6 +44,29 @@ pub struct GrpcConfig {
     /// Names in the listener's self-issued certificate [default: the listener's IP and
     /// `localhost`].
     pub tls_names: Vec<String>,
+    /// SignCsr per caller identity (a burst of this many, refilled over a minute) for callers
+    /// whose rule sets no `max_issuance_per_minute`; 0 = unlimited. Default 600: ten a second
+    /// per workload is far above what one service renews, yet one stolen credential
+    /// cannot flood the log.
+    pub max_issuance_per_minute: u64,
+    /// The same for admin callers (the admin identity, rules with `admin = true`, every
+    /// caller under `--insecure-grpc`); default 0 = unlimited: the operator's own tools
+    /// and the load generator issue in bulk.
+    pub admin_max_issuance_per_minute: u64,
+    /// Identities tracked by the limit; beyond it the least informative are dropped.
+    pub max_tracked_identities: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            insecure: false,
+            tls_names: vec![],
+            max_issuance_per_minute: 600,
+            admin_max_issuance_per_minute: 0,
+            max_tracked_identities: 50_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -235,6 +258,18 @@ mod tests {
         let default = load_text("").unwrap();
         assert!(!default.grpc.insecure && default.grpc.tls_names.is_empty());
         assert!(load_text("[grpc]\nplaintext = true\n").is_err(), "unknown keys are refused");
+        assert_eq!(
+            (default.grpc.max_issuance_per_minute, default.grpc.admin_max_issuance_per_minute),
+            (600, 0)
+        );
+    }
+
+    #[test]
+    fn acme_limits_are_read_with_defaults_and_strict() {
+        let cfg = load_text("[acme.limits]\nnew_accounts_per_ip_per_hour = 3\n").unwrap();
+        assert_eq!(cfg.acme.limits.new_accounts_per_ip_per_hour, 3);
+        assert_eq!(cfg.acme.limits.pending_authorizations_per_account, 1000);
+        assert!(load_text("[acme.limits]\nnew_accounts_per_hour = 3\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

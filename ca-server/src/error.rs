@@ -32,6 +32,10 @@ pub enum AppError {
     /// key on the server); the message says what to do instead.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Over an abuse limit (`ratelimit.rs`): `what` names the limit, its numbers and whose
+    /// bucket is empty; `retry_after` is the seconds until one more would pass.
+    #[error("{what}; retry after {retry_after} s")]
+    RateLimited { what: String, retry_after: u64 },
     #[error("shutting down")]
     ShuttingDown,
     /// A bug caught at a boundary (a panicking signing job); the details are in the log.
@@ -69,6 +73,11 @@ impl From<AppError> for Status {
             AppError::PermissionDenied(m) => Status::permission_denied(m.clone()),
             AppError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
             AppError::Busy(_) => Status::resource_exhausted(e.to_string()),
+            AppError::RateLimited { retry_after, .. } => {
+                let mut st = Status::resource_exhausted(e.to_string());
+                st.metadata_mut().insert("retry-after", (*retry_after).into());
+                st
+            }
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
             // Says why writes stop (a failed disk, free space below the reserve) and what
             // brings them back; nothing in it is secret.
@@ -87,6 +96,10 @@ fn internal(e: &AppError) -> Status {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let status = match Status::from(self).code() {
             tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
@@ -96,6 +109,10 @@ impl IntoResponse for AppError {
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, status.canonical_reason().unwrap_or("error")).into_response()
+        let mut resp = (status, status.canonical_reason().unwrap_or("error")).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }

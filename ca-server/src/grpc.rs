@@ -216,7 +216,11 @@ impl CertificateAuthority for CaService {
     async fn sign_csr(&self, request: Request<SignCsrRequest>) -> Result<Response<SignCsrResponse>, Status> {
         let t = Instant::now();
         let (grant, who) = grant(&self.app, &request);
-        finish("SignCsr", t, self.sign(grant, who, request.into_inner()).await)
+        let r = match self.app.issuance_limits.take(&grant) {
+            Ok(()) => self.sign(grant, who, request.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        finish("SignCsr", t, r)
     }
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {

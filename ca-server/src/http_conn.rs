@@ -3,8 +3,10 @@
 //! between keep-alive requests) is dropped instead of holding a file descriptor forever, and
 //! a cap on open connections per listener, so one client cannot use up the process's file
 //! descriptors and starve OCSP, CRLs and gRPC. A connection over the cap is closed at once
-//! and counted (`ca_http_connections_refused_total`).
+//! and counted (`ca_http_connections_refused_total`). Each request carries its TCP peer as
+//! axum's `ConnectInfo<SocketAddr>` (the ACME limits count by client IP).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -59,11 +61,17 @@ impl ConnGate {
         permit
     }
 
-    /// Serve HTTP/1.1 or HTTP/2 on `io` until the connection ends; `slot` is released then.
-    pub async fn serve<I>(&self, io: I, router: Router, slot: OwnedSemaphorePermit)
+    /// Serve HTTP/1.1 or HTTP/2 on `io` from `peer` until the connection ends; `slot` is
+    /// released then.
+    pub async fn serve<I>(&self, io: I, peer: SocketAddr, router: Router, slot: OwnedSemaphorePermit)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        use tower::ServiceExt as _;
+        let router = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
         let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         b.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout);
         b.http2().timer(TokioTimer::new());

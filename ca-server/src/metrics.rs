@@ -62,6 +62,10 @@ pub struct Metrics {
     pub ocsp_errors: AtomicU64,
     pub ocsp_presigned: AtomicU64,
     pub sign_latency: Histogram,
+    /// SignCsr calls refused by the per-identity issuance limit (`grpc_limits.rs`).
+    pub grpc_rate_limited: AtomicU64,
+    /// Identities that limit tracks now.
+    pub grpc_limiter_keys: AtomicUsize,
     /// gRPC calls refused by `[[authz.rules]]`, by method.
     pub authz_denied: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -199,6 +203,18 @@ impl Metrics {
         for (method, n) in self.authz_denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(o, "ca_authz_denied_total{{method=\"{method}\"}} {n}");
         }
+        let _ = writeln!(
+            o,
+            "# HELP ca_grpc_rate_limited_total gRPC calls refused by the per-identity issuance limit.\n\
+             # TYPE ca_grpc_rate_limited_total counter\nca_grpc_rate_limited_total{{method=\"SignCsr\"}} {}",
+            get(&self.grpc_rate_limited)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP ca_grpc_ratelimit_tracked_keys Caller identities the issuance limit holds in memory.\n\
+             # TYPE ca_grpc_ratelimit_tracked_keys gauge\nca_grpc_ratelimit_tracked_keys {}",
+            self.grpc_limiter_keys.load(Ordering::Relaxed)
+        );
         self.sign_latency.render(
             &mut o,
             "ca_sign_duration_seconds",

@@ -177,9 +177,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let gate = crate::http_conn::ConnGate::new(&config.http, app.metrics.http_connections_refused.clone());
     tasks.push(tokio::spawn(async move {
         loop {
-            let tcp = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 r = http_listener.accept() => match r {
-                    Ok((tcp, _)) => tcp,
+                    Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "HTTP accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -192,7 +192,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             let Some(slot) = gate.admit() else { continue };
             let _ = tcp.set_nodelay(true);
             let (gate, router) = (gate.clone(), router.clone());
-            tokio::spawn(async move { gate.serve(tcp, router, slot).await });
+            tokio::spawn(async move { gate.serve(tcp, peer, router, slot).await });
         }
     }));
 

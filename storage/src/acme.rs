@@ -58,6 +58,24 @@ impl EventStore {
         }
         Ok(out)
     }
+
+    /// Seqs of one object's records, newest first, at most `limit`: the recent end of a
+    /// long history (an account's live orders) without reading the rest.
+    pub fn acme_seqs_newest(&self, key: &AcmeKey, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let next = self.next_seq();
+        let mut out = Vec::new();
+        for item in self.shared().trees.acme.scan_prefix(key.encode()).rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (k, _) = item?;
+            let seq = entry_seq(&k)?;
+            if seq < next {
+                out.push(seq);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn entry_seq(k: &[u8]) -> Result<u64, StoreError> {

@@ -1,11 +1,12 @@
 //! Accounts (RFC 8555 7.3): newAccount with optional or required External Account
 //! Binding, account update and deactivation, the orders list, keyChange.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ca_core::Event;
@@ -72,7 +73,14 @@ fn check_contacts(v: &Value) -> AcmeResult<Vec<String>> {
     Ok(out)
 }
 
-pub async fn new_account(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: Bytes) -> AcmeResult {
+/// newAccount; an existing key gets its account back without counting against
+/// `new_accounts_per_ip_per_hour`, a new one counts once all its checks passed.
+pub async fn new_account(
+    State(acme): State<Arc<Acme>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult {
     let signed = acme.authenticate("new-account", &headers, &body, KeyRule::Jwk)?;
     let payload = signed.payload()?;
     let thumbprint = signed.key.thumbprint();
@@ -105,6 +113,7 @@ pub async fn new_account(State(acme): State<Arc<Acme>>, headers: HeaderMap, body
     };
     let jwk_json = serde_json::to_vec(&signed.key.to_json())
         .map_err(|e| AcmeError::new(Problem::ServerInternal, e.to_string()))?;
+    acme.limits.new_account(peer.ip())?;
     let reg = AccountRegistered {
         account_id: acme.new_id(),
         jwk_json,

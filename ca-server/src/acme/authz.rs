@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use ca_core::acme::model::{Authz, AuthzState, ChallengeType};
+use ca_core::acme::index::identifier_key;
+use ca_core::acme::model::{Authz, AuthzState, AuthzStatus, ChallengeType};
 use ca_core::acme::problem::Problem;
 use serde_json::{Value, json};
 
@@ -130,6 +131,11 @@ pub async fn challenge(
     if !signed.jws.is_post_as_get() {
         let _guard = acme.lock(&id).await;
         a = acme.owned_authz(&id, &acct.id)?;
+        // Starting a validation counts as an attempt: refused once this identifier's
+        // failed validations are used up.
+        if a.status(now) == AuthzStatus::Pending && a.processing().is_none() {
+            acme.limits.check_failed_validations(&acct.id, &identifier_key(&a.identifier, a.wildcard))?;
+        }
         if let Some(e) = a.decide_start(&kind, now)? {
             acme.record(vec![e]).await?;
             tracing::debug!(account = %acct.id, authz = %id, challenge = %kind, "ACME validation requested");

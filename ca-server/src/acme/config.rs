@@ -1,5 +1,5 @@
 //! `[acme]`: the ACME frontend's listener, the URLs it announces, its validation network
-//! and its account and order rules.
+//! its account and order rules, and its abuse limits (`[acme.limits]`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ pub struct AcmeConfig {
     pub reuse_authorizations: bool,
     /// Identifiers per order.
     pub max_identifiers: usize,
+    /// `[acme.limits]`: per-IP and per-account abuse limits (`limits.rs`).
+    pub limits: crate::acme::limits::AcmeLimits,
 }
 
 impl Default for AcmeConfig {
@@ -80,6 +82,7 @@ impl Default for AcmeConfig {
             authz_lifetime_secs: 30 * 86_400,
             reuse_authorizations: true,
             max_identifiers: 100,
+            limits: Default::default(),
         }
     }
 }

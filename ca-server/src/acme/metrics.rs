@@ -1,11 +1,14 @@
 //! ACME metrics an operator graphs: requests and latency per resource and status class,
-//! validations by type and outcome, orders by state change, nonce rejections.
+//! validations by type and outcome, orders by state change, nonce rejections, refusals by
+//! `[acme.limits]`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use crate::acme::limits::AcmeLimit;
 
 /// (resource, HTTP status) -> (requests, total seconds).
 type RequestCounts = BTreeMap<(&'static str, u16), (u64, f64)>;
@@ -19,6 +22,10 @@ pub struct AcmeMetrics {
     pub orders_finalized: AtomicU64,
     pub accounts_created: AtomicU64,
     pub bad_nonces: AtomicU64,
+    /// Refusals by `[acme.limits]`, by [`AcmeLimit::index`].
+    pub rate_limited: [AtomicU64; 5],
+    /// Keys each limit tracks now (pending authorizations for the pending cap).
+    pub limiter_keys: [AtomicUsize; 5],
 }
 
 impl AcmeMetrics {
@@ -67,6 +74,18 @@ impl AcmeMetrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 v.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(o, "# HELP ca_acme_rate_limited_total ACME requests refused by [acme.limits].");
+        let _ = writeln!(o, "# TYPE ca_acme_rate_limited_total counter");
+        for l in AcmeLimit::ALL {
+            let n = self.rate_limited[l.index()].load(Ordering::Relaxed);
+            let _ = writeln!(o, "ca_acme_rate_limited_total{{limit=\"{}\"}} {n}", l.name());
+        }
+        let _ = writeln!(o, "# HELP ca_acme_ratelimit_tracked_keys Keys each ACME limit holds in memory.");
+        let _ = writeln!(o, "# TYPE ca_acme_ratelimit_tracked_keys gauge");
+        for l in AcmeLimit::ALL {
+            let n = self.limiter_keys[l.index()].load(Ordering::Relaxed);
+            let _ = writeln!(o, "ca_acme_ratelimit_tracked_keys{{limit=\"{}\"}} {n}", l.name());
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod directory;
 pub mod eab;
 pub mod finalize;
+pub mod limits;
 pub mod metrics;
 pub mod nonce;
 pub mod order;
@@ -45,6 +46,8 @@ pub struct Acme {
     pub va: va::Validator,
     pub metrics: Arc<metrics::AcmeMetrics>,
     pub eab: eab::EabSecrets,
+    /// `[acme.limits]`.
+    pub limits: limits::Limiters,
     /// Profiles ACME orders may name.
     pub profiles: Vec<String>,
     pub default_profile: String,
@@ -82,6 +85,7 @@ impl Acme {
         }
         let eab = eab::EabSecrets::new(app.data_dir.join("acme-eab"));
         Ok(Arc::new(Acme {
+            limits: limits::Limiters::new(cfg.limits.clone(), app.acme_metrics.clone()),
             metrics: app.acme_metrics.clone(),
             app,
             cfg,

@@ -2,11 +2,12 @@
 //! `profile` (draft-ietf-acme-profiles) and ARI `replaces` (RFC 9773); authorization
 //! reuse; the order resource.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use ca_core::acme::event::{Identifier, NewAuthorization, OrderCreated};
 use ca_core::acme::index::{AcmeKey, identifier_key};
@@ -116,7 +117,14 @@ fn san_of(i: &Identifier) -> SanName {
     }
 }
 
-pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: Bytes) -> AcmeResult {
+/// newOrder, within `[acme.limits]`: orders per account and per IP, failed validations per
+/// identifier (for the authorizations it creates) and the pending-authorization cap.
+pub async fn new_order(
+    State(acme): State<Arc<Acme>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AcmeResult {
     let signed = acme.authenticate("new-order", &headers, &body, KeyRule::Kid)?;
     let acct = signed.account()?.clone();
     let payload = signed.payload()?;
@@ -169,6 +177,7 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
         Some(id) => Some(ari::check_replaces(&acme, &acct, id, &identifiers)?),
     };
 
+    acme.limits.new_order(&acct.id, peer.ip())?;
     let _guard = acme.lock(&acct.id).await;
     if let Some(serial) = &replaces
         && let Some(by) =
@@ -191,6 +200,7 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
             authz_ids.push(reused);
             continue;
         }
+        acme.limits.check_failed_validations(&acct.id, &identifier_key(&base, wildcard))?;
         let authz_id = acme.new_id();
         authz_ids.push(authz_id.clone());
         new_authorizations.push(NewAuthorization {
@@ -201,6 +211,7 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
             token: acme.new_id(),
         });
     }
+    acme.check_pending(&acct.id, new_authorizations.len(), now)?;
     let created = OrderCreated {
         order_id: acme.new_id(),
         account_id: acct.id.clone(),
@@ -216,7 +227,9 @@ pub async fn new_order(State(acme): State<Arc<Acme>>, headers: HeaderMap, body: 
     };
     let id = created.order_id.clone();
     tracing::Span::current().record("order", id.as_str());
+    let new_authorizations = created.new_authorizations.clone();
     acme.record(vec![Event::OrderCreated(created)]).await?;
+    acme.note_pending(&acct.id, &new_authorizations);
     acme.metrics.orders_created.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(account = %acct.id, order = %id, "ACME order created");
     let order = acme.order(&id)?.ok_or_else(|| AcmeError::new(Problem::ServerInternal, "order vanished"))?;

@@ -108,6 +108,11 @@ impl From<AppError> for AcmeError {
                 p.retry_after = Some(1);
                 p
             }
+            AppError::RateLimited { retry_after, .. } => {
+                let mut p = AcmeError::new(Problem::RateLimited, e.to_string());
+                p.retry_after = Some(retry_after);
+                p
+            }
             AppError::ShuttingDown => AcmeError::new(Problem::ServerInternal, "shutting down")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE),
             AppError::Store(s) if s.is_unavailable() => {

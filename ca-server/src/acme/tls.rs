@@ -61,7 +61,7 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -80,7 +80,7 @@ pub async fn serve(
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                 return;
             };
-            gate.serve(stream, router, slot).await;
+            gate.serve(stream, peer, router, slot).await;
         });
     }
 }

@@ -101,6 +101,10 @@ impl Acme {
                     VaError::Malformed(d) => (Problem::Malformed, d),
                 };
                 tracing::info!(problem = problem.name(), %detail, "ACME validation failed");
+                self.limits.record_failed_validation(
+                    &a.account,
+                    &ca_core::acme::index::identifier_key(&a.identifier, a.wildcard),
+                );
                 self.invalid(a, challenge, problem, detail)
             }
         }
