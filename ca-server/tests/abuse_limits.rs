@@ -3,6 +3,7 @@
 //! identifier) answered with `rateLimited`, 429 and `Retry-After`; `[grpc]
 //! max_issuance_per_minute` per identity answered with RESOURCE_EXHAUSTED and `retry-after`
 //! metadata, while other identities still get certificates.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
 
