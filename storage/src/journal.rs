@@ -126,7 +126,7 @@ impl Journal {
 }
 
 /// The records of every intact frame from the start, and the length of that prefix.
-fn parse(bytes: &[u8]) -> (Vec<JournalRecord>, usize) {
+pub(crate) fn parse(bytes: &[u8]) -> (Vec<JournalRecord>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
