@@ -13,6 +13,8 @@
 # AFL's state is left in fuzz/out/<target>/ (each run starts afresh).
 #
 #   CA_FUZZ_TOOLS   where cargo-afl and its AFL++ live (kept between runs)
+#   CA_FUZZ_TARGET  the instrumented build's target dir (default fuzz/target/afl); point it
+#                   outside the checkout to reuse the build across fresh clones (CI)
 #   FUZZ_JOBS       cargo build jobs (default: cargo's)
 set -euo pipefail
 
@@ -57,12 +59,13 @@ if [ ! -e "$afl_home/afl-llvm/afl-compiler-rt.o" ] || [ ! -x "$afl_home/afl/bin/
   cargo afl config --build --force
 fi
 
+afl_target=${CA_FUZZ_TARGET:-$root/fuzz/target/afl}
 build_start=$(date +%s)
 (
   cd fuzz
   bins=()
   for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-  CARGO_TARGET_DIR="$root/fuzz/target/afl" cargo afl build --release ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} "${bins[@]}"
+  CARGO_TARGET_DIR="$afl_target" cargo afl build --release ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} "${bins[@]}"
 )
 build_secs=$(($(date +%s) - build_start))
 
@@ -77,13 +80,13 @@ summary=()
 run_start=$(date +%s)
 for t in "${targets[@]}"; do
   out=fuzz/out/$t
-  rm -rf "$out"
+  rm -rf "$out" "fuzz/crashes/$t"
   mkdir -p "$out"
   args=(-V "$secs" -t 1000 -i "fuzz/corpus/$t" -o "$out")
   [ -n "${dict[$t]:-}" ] && args+=(-x "${dict[$t]}")
   echo "== $t: ${secs}s" >&2
   # afl-fuzz exits 0 after -V seconds; a failure to start is an error of this script.
-  if ! cargo afl fuzz "${args[@]}" -- "fuzz/target/afl/release/$t" >"$out/afl-fuzz.log" 2>&1; then
+  if ! cargo afl fuzz "${args[@]}" -- "$afl_target/release/$t" >"$out/afl-fuzz.log" 2>&1; then
     tail -30 "$out/afl-fuzz.log" >&2
     echo "afl-fuzz failed to run $t (log: $out/afl-fuzz.log)" >&2
     exit 2
@@ -100,7 +103,7 @@ for t in "${targets[@]}"; do
     status=1
     mkdir -p "fuzz/crashes/$t"
     cp "$out"/default/crashes/id:* "fuzz/crashes/$t/"
-    echo "$t: $crashes crash(es); inputs in fuzz/crashes/$t/ (replay: fuzz/target/afl/release/$t < FILE)" >&2
+    echo "$t: $crashes crash(es); inputs in fuzz/crashes/$t/ (replay: $afl_target/release/$t < FILE)" >&2
   fi
 done
 run_secs=$(($(date +%s) - run_start))

@@ -88,12 +88,10 @@ fn finalize(p: &Value) {
 }
 
 fn revoke_cert(p: &Value) {
-    if let Some(r) = p.get("reason") {
-        if let Some(code) = r.as_u64().and_then(|c| u32::try_from(c).ok()) {
-            if let Ok(reason) = RevocationReason::from_code(code) {
-                assert_eq!(reason.code(), code);
-            }
-        }
+    if let Some(code) = p.get("reason").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok())
+        && let Ok(reason) = RevocationReason::from_code(code)
+    {
+        assert_eq!(reason.code(), code);
     }
     let Some(der) = p.get("certificate").and_then(Value::as_str).and_then(|s| b64u_decode(s).ok()) else {
         return;

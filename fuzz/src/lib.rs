@@ -12,8 +12,11 @@ pub mod journal;
 pub mod jws;
 pub mod ocsp_request;
 
+/// A target's body: returns on any input, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary and corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("csr", csr::run),
     ("jws", jws::run),
     ("ocsp_request", ocsp_request::run),

@@ -19,7 +19,11 @@ fn responder() -> &'static OcspResponder {
         let made = (|| -> Result<OcspResponder, ca_core::Error> {
             let m = ca::generate(KeyAlgorithm::EcdsaP256, "Fuzz", time::OffsetDateTime::now_utc())?;
             let key = m.intermediate_key.as_ref().ok_or(ca_core::Error::Key("no software key".into()))?;
-            let ca = IssuingCa::new(m.intermediate_der, m.root_der, Arc::new(SoftwareSigner::from_pkcs8(key.der())?))?;
+            let ca = IssuingCa::new(
+                m.intermediate_der,
+                m.root_der,
+                Arc::new(SoftwareSigner::from_pkcs8(key.der())?),
+            )?;
             OcspResponder::for_ca(&ca)
         })();
         match made {

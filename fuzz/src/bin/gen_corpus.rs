@@ -47,7 +47,11 @@ fn rcgen_key(alg: KeyAlgorithm) -> Res<rcgen::KeyPair> {
 fn csrs(dir: &Path) -> Res<Vec<u8>> {
     let many: Vec<String> = (0..40).map(|i| format!("svc{i}.ns.svc.cluster.local")).collect();
     let cases: [(&str, KeyAlgorithm, Vec<String>); 6] = [
-        ("rcgen-p256-dns-ip", KeyAlgorithm::EcdsaP256, vec!["svc.example.internal".into(), "10.0.0.7".into()]),
+        (
+            "rcgen-p256-dns-ip",
+            KeyAlgorithm::EcdsaP256,
+            vec!["svc.example.internal".into(), "10.0.0.7".into()],
+        ),
         ("rcgen-p384-wildcard", KeyAlgorithm::EcdsaP384, vec!["*.apps.example.internal".into()]),
         ("rcgen-ed25519-ipv6", KeyAlgorithm::Ed25519, vec!["fd00::1".into(), "host.test".into()]),
         ("rcgen-rsa2048", KeyAlgorithm::Rsa2048, vec!["rsa.example.internal".into()]),
@@ -97,7 +101,8 @@ impl ClientKey {
         let kp = EcdsaKeyPair::from_pkcs8(sig, pkcs8.as_ref(), &rng).map_err(|e| e.to_string())?;
         let point = kp.public_key().as_ref();
         let half = (point.len() - 1) / 2;
-        let jwk = json!({"kty": "EC", "crv": crv, "x": b64u(&point[1..1 + half]), "y": b64u(&point[1 + half..])});
+        let jwk =
+            json!({"kty": "EC", "crv": crv, "x": b64u(&point[1..1 + half]), "y": b64u(&point[1 + half..])});
         Ok(ClientKey { alg, jwk, signer: Signer::Ec(kp) })
     }
 
@@ -208,7 +213,11 @@ fn acme(out: &Path, pki: &ca::CaMaterial) -> Res<Vec<u8>> {
     for (name, p) in &payloads {
         write(&json_dir, &format!("{name}.json"), p.to_string().as_bytes())?;
         let url = format!("{base}/{name}");
-        write(&jws_dir, &format!("{name}-kid.json"), &es256.jws(&url, Some(&acct), nonce, p.to_string().as_bytes())?)?;
+        write(
+            &jws_dir,
+            &format!("{name}-kid.json"),
+            &es256.jws(&url, Some(&acct), nonce, p.to_string().as_bytes())?,
+        )?;
     }
     // POST-as-GET, and keyChange: the inner JWS (new key, jwk, no nonce) is the payload.
     write(&jws_dir, "post-as-get.json", &es256.jws(&format!("{base}/order/1"), Some(&acct), nonce, b"")?)?;
@@ -234,7 +243,8 @@ fn leaf_cert(pki: &ca::CaMaterial) -> Res<Vec<u8>> {
     let issuer = rcgen::Issuer::from_ca_cert_der(&pki.intermediate_der.clone().into(), issuer_key)?;
     let key = rcgen_key(KeyAlgorithm::EcdsaP256)?;
     let mut params = rcgen::CertificateParams::new(vec!["svc.example.internal".to_string()])?;
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x41, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08]));
+    params.serial_number =
+        Some(rcgen::SerialNumber::from_slice(&[0x41, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08]));
     Ok(params.signed_by(&key, &issuer)?.der().to_vec())
 }
 
