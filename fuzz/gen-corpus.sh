@@ -9,7 +9,7 @@ corpus=corpus
 rm -rf "$corpus"
 mkdir -p "$corpus"/{csr,jws,ocsp_request,event,journal,acme_json}
 
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR_PLAIN:-target/plain}" cargo run --quiet --bin gen-corpus -- "$corpus"
+cargo run --quiet --bin gen-corpus -- "$corpus"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
