@@ -26,9 +26,8 @@ impl Serial {
     }
 
     /// From big-endian bytes as found in a certificate. Every leading 0x00 is dropped (the
-    /// DER sign octet, and the padding some clients add), so one number has one `Serial`:
-    /// dropping only the first left `00 00 01` as `00 01`, unequal to `01`, and its event
-    /// did not survive encode then decode (found by fuzzing). Zero stays one 0x00 byte.
+    /// DER sign octet, a client's padding) so that one number has one `Serial`; zero is a
+    /// single 0x00 byte.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
         let trimmed = &bytes[first..];
