@@ -25,12 +25,12 @@ impl Serial {
         Ok(Serial(b.to_vec()))
     }
 
-    /// From big-endian bytes as found in a certificate; a leading 0x00 sign octet is dropped.
+    /// From big-endian bytes as found in a certificate. Every leading 0x00 is dropped (the
+    /// DER sign octet, a client's padding) so that one number has one `Serial`; zero is a
+    /// single 0x00 byte.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let trimmed: &[u8] = match bytes {
-            [0, rest @ ..] if !rest.is_empty() => rest,
-            b => b,
-        };
+        let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
+        let trimmed = &bytes[first..];
         if trimmed.is_empty() || trimmed.len() > 20 {
             return Err(Error::BadSerial(hex::encode(bytes)));
         }
@@ -90,5 +90,22 @@ mod tests {
         assert!(Serial::from_hex("zz").is_err());
         assert!(Serial::from_hex("").is_err());
         assert!(Serial::from_hex(&"ab".repeat(21)).is_err());
+    }
+
+    /// Fuzzing regression (fuzz target `event`): a serial with two leading zero bytes kept
+    /// one of them, so the same number had two `Serial`s.
+    #[test]
+    fn leading_zero_bytes_all_drop_and_zero_stays_zero() {
+        let one = Serial::from_bytes(&[1, 0, 5]).unwrap();
+        assert_eq!(Serial::from_bytes(&[0, 0, 1, 0, 5]).unwrap(), one);
+        assert_eq!(Serial::from_bytes(&[0, 0, 0, 1, 0, 5]).unwrap().as_bytes(), &[1, 0, 5]);
+        assert_eq!(Serial::from_hex("0000010005").unwrap(), one);
+        assert_eq!(Serial::from_bytes(&[0, 0]).unwrap().as_bytes(), &[0]);
+        assert_eq!(Serial::from_bytes(&[0]).unwrap().as_bytes(), &[0]);
+        assert!(Serial::from_bytes(&[]).is_err());
+        let mut padded = vec![0u8; 3];
+        padded.extend([0x7f; 20]);
+        assert_eq!(Serial::from_bytes(&padded).unwrap().as_bytes(), &[0x7f; 20]);
+        assert!(Serial::from_bytes(&[0x7f; 21]).is_err());
     }
 }

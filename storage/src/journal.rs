@@ -199,11 +199,11 @@ fn seal(f: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-struct Parsed {
-    records: Vec<JournalRecord>,
-    checkpoint: Option<Checkpoint>,
+pub(crate) struct Parsed {
+    pub records: Vec<JournalRecord>,
+    pub checkpoint: Option<Checkpoint>,
     /// Length of the intact prefix.
-    valid: usize,
+    pub valid: usize,
 }
 
 enum Frame<'a> {
@@ -236,7 +236,7 @@ fn frame_at(bytes: &[u8]) -> Option<(Frame<'_>, usize)> {
 
 /// The records of every intact frame from the start, the checkpoint marker (only valid as
 /// the first frame), and the length of that prefix.
-fn parse(bytes: &[u8]) -> Parsed {
+pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     let mut out = Parsed { records: Vec::new(), checkpoint: None, valid: 0 };
     while let Some((frame, len)) = frame_at(&bytes[out.valid..]) {
         match frame {
@@ -258,7 +258,7 @@ fn parse(bytes: &[u8]) -> Parsed {
 /// are event data (a client-chosen CSR may contain anything, even something shaped like a
 /// frame), never frames of their own. Otherwise every later offset is tried: a false
 /// match refuses the open (fail-safe), it never drops a record.
-fn check_damage(path: &Path, bytes: &[u8], parsed: &Parsed) -> Result<(), JournalDamage> {
+pub(crate) fn check_damage(path: &Path, bytes: &[u8], parsed: &Parsed) -> Result<(), JournalDamage> {
     let bad = parsed.valid;
     let declared_end = bytes.get(bad..bad + FRAME_HEADER).and_then(|h| {
         (&h[..4] == MAGIC || &h[..4] == CHECKPOINT_MAGIC)

@@ -124,6 +124,8 @@
 mod acme;
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod issuers;
 mod journal;
 mod project;
