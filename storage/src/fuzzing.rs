@@ -5,10 +5,13 @@ use ca_core::chain::Hash;
 
 use crate::StoreError;
 
+/// (seq, log value) records and the intact prefix's length.
+pub type DecodedJournal = (Vec<(u64, Vec<u8>)>, usize);
+
 /// The commit journal's frame decoder: (seq, log value) of every record in the intact
 /// frames from the start, and the length of that prefix (what `open` keeps); `Err` when the
 /// damage check refuses the bytes (a corrupt frame with intact frames after it).
-pub fn decode_journal(bytes: &[u8]) -> Result<(Vec<(u64, Vec<u8>)>, usize), String> {
+pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, String> {
     let parsed = crate::journal::parse(bytes);
     crate::journal::check_damage(std::path::Path::new("ca-journal"), bytes, &parsed)
         .map_err(|e| e.to_string())?;
