@@ -11,6 +11,7 @@ pub mod credential;
 pub mod error;
 pub mod grpc;
 pub mod grpc_limits;
+pub mod grpc_conn;
 pub mod http;
 pub mod http_conn;
 pub mod issuance;

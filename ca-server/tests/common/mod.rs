@@ -132,6 +132,21 @@ impl Server {
         vec!["--addr".into(), self.grpc.clone(), "--data-dir".into(), self.dir.display().to_string()]
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) of the server process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
     /// SIGKILL: no shutdown hooks, no final flush.
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
