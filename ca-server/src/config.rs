@@ -266,6 +266,10 @@ mod tests {
             (default.grpc.max_issuance_per_minute, default.grpc.admin_max_issuance_per_minute),
             (600, 0)
         );
+        assert_eq!(default.grpc.max_connections, 4096);
+        assert_eq!(default.http.body_read_timeout_secs, 30);
+        let cfg = load_text("[grpc]\nmax_connections = 7\n[http]\nbody_read_timeout_secs = 3\n").unwrap();
+        assert_eq!((cfg.grpc.max_connections, cfg.http.body_read_timeout_secs), (7, 3));
     }
 
     #[test]

@@ -5,92 +5,21 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use ca_proto::v1::{GetCaCertificatesRequest, SignCsrRequest};
+use common::load::{read_until_closed, row};
 use common::raw_acme::{EcKey, Raw, b64};
 use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const BODY_TIMEOUT_SECS: u64 = 2;
 const GRPC_CAP: usize = 64;
 const GRPC_PATH: &str = "/ca.v1.CertificateAuthority/GetCaCertificates";
-
-/// The well-behaved client: one sample per request, (ok, latency).
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<(bool, Duration)>>,
-}
-
-fn start_load(http: String, mut grpc: CertificateAuthorityClient<Channel>) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let task = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        while !flag.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            let addr = http.clone();
-            let get = tokio::task::spawn_blocking(move || http_get(&addr, "/healthz").0);
-            let ok = matches!(tokio::time::timeout(Duration::from_secs(5), get).await, Ok(Ok(200)));
-            samples.push((ok, t.elapsed()));
-            let t = Instant::now();
-            let call = grpc.get_ca_certificates(GetCaCertificatesRequest {});
-            let ok = matches!(tokio::time::timeout(Duration::from_secs(5), call).await, Ok(Ok(_)));
-            samples.push((ok, t.elapsed()));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        samples
-    });
-    Load { stop, task }
-}
-
-/// Run `attack` under the well-behaved load; print and check the table line.
-async fn row<F: std::future::Future<Output = String>>(server: &Server, name: &str, attack: F) {
-    let load = start_load(server.http.clone(), server.client().await);
-    let t = Instant::now();
-    let answer = attack.await;
-    // At least a second of load, so a short attack still has a sample.
-    if let Some(rest) = Duration::from_secs(1).checked_sub(t.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
-    load.stop.store(true, Ordering::Relaxed);
-    let mut samples = load.task.await.unwrap();
-    let n = samples.len();
-    let ok = samples.iter().filter(|s| s.0).count();
-    samples.sort_by_key(|s| s.1);
-    let p99 = samples[(n * 99 / 100).min(n - 1)].1;
-    println!(
-        "attack={name} ok={ok}/{n} p99={:.1}ms took={:.1}s answer: {answer}",
-        p99.as_secs_f64() * 1e3,
-        t.elapsed().as_secs_f64()
-    );
-    assert!(n >= 10 && ok * 100 >= n * 95, "{name}: well-behaved client served {ok}/{n}");
-    assert!(p99 < Duration::from_secs(2), "{name}: p99 {p99:?}");
-}
-
-/// Read what the peer sends until it closes or `limit` passes: (bytes, closed).
-async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .is_ok();
-    (out, closed)
-}
 
 fn status_of(reply: &[u8]) -> u16 {
     String::from_utf8_lossy(reply).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
@@ -308,6 +237,8 @@ async fn rapid_reset(server: &Server) -> String {
     }
     drop(send);
     let end = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    // GOAWAY(ENHANCE_YOUR_CALM), or the close after it if the client was mid-write.
+    assert!(sent < 10_000 && matches!(end, Ok(Ok(Err(_)))), "rapid reset not stopped: {sent} sent, {end:?}");
     format!("{sent} streams opened+reset; connection ended: {end:?}")
 }
 
@@ -463,4 +394,53 @@ async fn hostile_input_matrix() {
     let rss = server.peak_rss_kib();
     println!("peak_rss={:.1}MiB matrix_took={:.1}s", rss as f64 / 1024.0, started.elapsed().as_secs_f64());
     assert!(rss < 1 << 20, "peak RSS {rss} KiB");
+}
+
+/// Slow-loris on the mTLS gRPC port: TCP connections that never send a ClientHello. Over
+/// `[grpc] max_connections` they are closed at once; the others hold a slot until the 10 s
+/// TLS handshake timeout, then new clients connect again. Established clients go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_tls_slowloris_is_bounded_by_the_cap_and_the_handshake_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, "[grpc]\nmax_connections = 8\n").unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let addr = server.grpc.trim_start_matches("https://").to_string();
+    row(&server, "grpc-tls-slowloris", async {
+        // The load's connection holds one slot; 7 are left for the silent ones.
+        let mut silent = Vec::new();
+        for _ in 0..20 {
+            silent.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut closed = 0;
+        for s in &mut silent {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 13, "20 silent connections, 7 free slots");
+        let t = Instant::now();
+        let mut c = loop {
+            let ep = tonic::transport::Endpoint::from_shared(server.grpc.clone()).unwrap();
+            if let Ok(Ok(ch)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                ep.tls_config(server.admin_tls()).unwrap().connect(),
+            )
+            .await
+            {
+                break CertificateAuthorityClient::new(ch);
+            }
+            assert!(t.elapsed() < Duration::from_secs(15), "no slot came free");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        c.get_ca_certificates(GetCaCertificatesRequest {}).await.expect("a new client after the timeout");
+        format!(
+            "{closed}/20 closed at once (7 free slots); a new client connected after {:.1}s",
+            t.elapsed().as_secs_f64()
+        )
+    })
+    .await;
 }

@@ -5,6 +5,7 @@
 pub mod acme;
 pub mod hsm;
 pub mod interop;
+pub mod load;
 pub mod raw_acme;
 
 use std::io::{BufRead, BufReader, Read, Write};
