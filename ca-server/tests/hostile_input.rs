@@ -3,6 +3,8 @@
 //! served while it runs. One table line per attack with that client's success rate and p99;
 //! the server's peak RSS after the whole matrix.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! A well-behaved client run alongside an attack: its success rate and p99 latency.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
