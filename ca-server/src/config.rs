@@ -34,7 +34,7 @@ pub struct Config {
     pub authz: crate::authz::AuthzConfig,
 }
 
-/// `[grpc]`: how the gRPC listener is secured, and its per-identity issuance limit.
+/// `[grpc]`: how the gRPC listener is secured and bounded, and its per-identity issuance limit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
@@ -55,6 +55,9 @@ pub struct GrpcConfig {
     pub admin_max_issuance_per_minute: u64,
     /// Identities tracked by the limit; beyond it the least informative are dropped.
     pub max_tracked_identities: usize,
+    /// Open connections (handshaking or established); more are closed at once, like
+    /// `[http] max_connections`.
+    pub max_connections: usize,
 }
 
 impl Default for GrpcConfig {
@@ -65,6 +68,7 @@ impl Default for GrpcConfig {
             max_issuance_per_minute: 600,
             admin_max_issuance_per_minute: 0,
             max_tracked_identities: 50_000,
+            max_connections: 4096,
         }
     }
 }
@@ -262,6 +266,10 @@ mod tests {
             (default.grpc.max_issuance_per_minute, default.grpc.admin_max_issuance_per_minute),
             (600, 0)
         );
+        assert_eq!(default.grpc.max_connections, 4096);
+        assert_eq!(default.http.body_read_timeout_secs, 30);
+        let cfg = load_text("[grpc]\nmax_connections = 7\n[http]\nbody_read_timeout_secs = 3\n").unwrap();
+        assert_eq!((cfg.grpc.max_connections, cfg.http.body_read_timeout_secs), (7, 3));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod credential;
 pub mod error;
 pub mod grpc;
+pub mod grpc_conn;
 pub mod grpc_limits;
 pub mod http;
 pub mod http_conn;

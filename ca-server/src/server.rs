@@ -16,6 +16,15 @@ use crate::grpc::CaService;
 /// Largest gRPC message accepted; CSRs themselves are capped lower (64 KiB) with a clear error.
 const MAX_GRPC_MESSAGE: usize = 1 << 20;
 
+/// HTTP/2 limits of the gRPC listener. tonic leaves concurrent streams unlimited (hyper's
+/// own default is 200); one connection could otherwise open streams without bound.
+const GRPC_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Largest header block (metadata) accepted per request; larger ones are refused.
+const GRPC_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams a client may reset before the server reads them (the HTTP/2 rapid-reset
+/// attack, CVE-2023-44487): over it the connection gets GOAWAY.
+const GRPC_MAX_PENDING_RESETS: usize = 20;
+
 /// How long SIGTERM waits for in-flight requests before exiting.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -144,6 +153,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         app: app.clone(),
     });
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(GRPC_MAX_HEADER_LIST)
+        .http2_max_pending_accept_reset_streams(Some(GRPC_MAX_PENDING_RESETS))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(svc)
@@ -151,6 +163,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .add_service(ca_admin);
     let mut grpc_rx = rx.clone();
     let accept_rx = rx.clone();
+    let grpc_gate = crate::grpc_conn::GrpcGate::new(config.grpc.max_connections);
     tasks.push(tokio::spawn(async move {
         let stop = async move {
             let _ = grpc_rx.wait_for(|s| *s).await;
@@ -161,20 +174,33 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             None => {
                 let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
                     .with_nodelay(Some(true))
-                    .map(|conn| conn.map(ca_proto::io::CoalescingIo::new));
+                    .filter_map(move |conn| {
+                        let gate = grpc_gate.clone();
+                        async move {
+                            match conn {
+                                Ok(c) => gate.admit().map(|slot| {
+                                    Ok(crate::grpc_conn::Slotted::new(
+                                        ca_proto::io::CoalescingIo::new(c),
+                                        slot,
+                                    ))
+                                }),
+                                Err(e) => Some(Err(e)),
+                            }
+                        }
+                    });
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             Some(tls) => {
-                let incoming = crate::tls::accept_tls(grpc_listener, tls, accept_rx);
+                let incoming = crate::tls::accept_tls(grpc_listener, tls, grpc_gate, accept_rx);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };
         served.map_err(|e| AppError::Io(format!("gRPC server: {e}")))
     }));
 
-    let router = crate::http::router(app.clone());
     let mut http_rx = rx.clone();
     let gate = crate::http_conn::ConnGate::new(&config.http, app.metrics.http_connections_refused.clone());
+    let router = gate.wrap(crate::http::router(app.clone()));
     tasks.push(tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -228,8 +254,8 @@ async fn start_acme(
     .map_err(|e| AppError::Config(format!("[acme] validation: {e}")))?;
     let acme = crate::acme::Acme::new(app.clone(), cfg.clone(), base.clone(), va)?;
     let tls = crate::acme::tls::tls_config(app, cfg, addr, rx.clone()).await?;
-    let router = crate::acme::router(acme.clone());
     let gate = crate::http_conn::ConnGate::new(&config.http, app.metrics.http_connections_refused.clone());
+    let router = gate.wrap(crate::acme::router(acme.clone()));
     tasks.push(tokio::spawn(crate::acme::tls::serve(listener, tls, router, gate, rx.clone())));
     tracing::info!(%addr, directory = %format!("{base}/acme/directory"), "ACME listening");
     if cfg.allow_loopback {

@@ -172,7 +172,10 @@ pub async fn grpc_server_config(
 }
 
 /// A gRPC connection: TLS over the write-coalescing adapter over TCP (see [`accept_tls`]).
-pub type GrpcTlsStream = tokio_rustls::server::TlsStream<ca_proto::io::CoalescingIo<tokio::net::TcpStream>>;
+/// It holds its `[grpc] max_connections` slot until closed.
+pub type GrpcTlsStream = crate::grpc_conn::Slotted<
+    tokio_rustls::server::TlsStream<ca_proto::io::CoalescingIo<tokio::net::TcpStream>>,
+>;
 
 /// Accepted, handshaken gRPC connections for tonic's `serve_with_incoming_shutdown`
 /// (tonic's `Connected` impl for `TlsStream` puts the peer address and the client's
@@ -189,6 +192,7 @@ pub type GrpcTlsStream = tokio_rustls::server::TlsStream<ca_proto::io::Coalescin
 pub fn accept_tls(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    gate: crate::grpc_conn::GrpcGate,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl futures::Stream<Item = Result<GrpcTlsStream, std::io::Error>> + Send + 'static {
     use futures::StreamExt as _;
@@ -211,13 +215,15 @@ pub fn accept_tls(
                     continue;
                 }
             };
+            // Over the cap: closed at once, before the handshake.
+            let Some(slot) = gate.admit() else { continue };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let peer = stream.peer_addr().ok();
                 let io = ca_proto::io::CoalescingIo::new(stream);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io).into_fallible()).await {
                     Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(s)).await;
+                        let _ = tx.send(Ok(crate::grpc_conn::Slotted::new(s, slot))).await;
                     }
                     Ok(Err((e, mut io))) => {
                         tracing::debug!(?peer, error = %e, "gRPC TLS handshake failed");

@@ -245,10 +245,14 @@ fn validity_window(
     profile: &str,
     now: i64,
 ) -> AcmeResult<(Option<i64>, Option<i64>)> {
+    // A bound that is not a string is refused, not ignored: the client asked for a window.
     let field = |name: &str| -> AcmeResult<Option<i64>> {
-        match payload.get(name).and_then(Value::as_str) {
-            None => Ok(None),
-            Some(s) => parse_time(name, s),
+        match payload.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => parse_time(name, s),
+            Some(_) => {
+                Err(AcmeError::new(Problem::Malformed, format!("{name} must be an RFC 3339 time string")))
+            }
         }
     };
     let (nb, na) = (field("notBefore")?, field("notAfter")?);

@@ -5,6 +5,7 @@
 pub mod acme;
 pub mod hsm;
 pub mod interop;
+pub mod load;
 pub mod raw_acme;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -130,6 +131,21 @@ impl Server {
     /// `--addr ADDR --data-dir DIR`, for `ca-server client` and `ca-server acme`.
     pub fn cli_conn(&self) -> Vec<String> {
         vec!["--addr".into(), self.grpc.clone(), "--data-dir".into(), self.dir.display().to_string()]
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) of the server process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
     }
 
     /// SIGKILL: no shutdown hooks, no final flush.

@@ -105,6 +105,16 @@ impl Raw {
         format!("https://{}/acme/{path}", self.addr)
     }
 
+    /// A TLS connection to the ACME listener, for requests written by hand.
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let ip: std::net::IpAddr = self.addr.rsplit_once(':').unwrap().0.parse().unwrap();
+        tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(ServerName::IpAddress(ip.into()), tcp)
+            .await
+            .unwrap()
+    }
+
     pub async fn request(
         &self,
         method: &str,
