@@ -1,5 +1,6 @@
 //! Inputs the fuzz targets (`fuzz/`, target `event`) found, as bytes: each must decode the
 //! same through both decoders and survive encode then decode.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 use ca_core::projection::IndexEvent;
 use ca_proto::convert::{decode_event, decode_event_index, encode_event};
