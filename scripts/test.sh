@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite runs against (only those missing), then run
-# the whole workspace's tests; arguments go to `cargo test`.
+# the whole workspace's tests, then a short fuzz pass (scripts/fuzz.sh, 10 s per AFL++
+# target; a crash fails the run). Arguments go to `cargo test`, and then the fuzz pass is
+# left out (a filtered run is someone iterating on a test).
 #
 #   openssl          openssl verify / ocsp / crl checks
 #   ca-certificates  a CA bundle for the clients' HTTPS stacks
@@ -35,4 +37,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+if [ "$#" -eq 0 ]; then
+  # Fresh machine: ~5 min to install cargo-afl with its AFL++, ~9 min for the instrumented
+  # build at AFL_OPT_LEVEL=1, 1 min of fuzzing; both kept in ~/.cache for the next run.
+  AFL_OPT_LEVEL=${AFL_OPT_LEVEL:-1} CA_FUZZ_TARGET=${CA_FUZZ_TARGET:-$HOME/.cache/ca-fuzz/target} scripts/fuzz.sh 10
+fi
