@@ -125,14 +125,20 @@ fn audit_verify(dir: &Path) -> String {
     out
 }
 
+/// A 12 MB tmpfs under `tmp` for the data dir, and the server flags that set its reserve.
+fn on_tmpfs(tmp: &Path, min_free_mb: u64) -> (Tmpfs, Vec<String>) {
+    let fs = Tmpfs::mount(&tmp.join("data"), "12m");
+    let cfg = tmp.join("ca.toml");
+    std::fs::write(&cfg, format!("[storage]\nmin_free_mb = {min_free_mb}\n")).unwrap();
+    (fs, vec!["--config".into(), cfg.display().to_string()])
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_refuses_writes_with_unavailable_and_keeps_serving_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let fs = Tmpfs::mount(&tmp.path().join("data"), "12m");
+    let (fs, args) = on_tmpfs(tmp.path(), 2);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dir = fs.0.clone();
-    let cfg = tmp.path().join("ca.toml");
-    std::fs::write(&cfg, "[storage]\nmin_free_mb = 2\n").unwrap();
-    let args = ["--config", cfg.to_str().unwrap()];
     let server = Server::start_with(&dir, &args);
 
     let o = fill(&server, 3).await;
@@ -197,11 +203,9 @@ async fn a_full_disk_refuses_writes_with_unavailable_and_keeps_serving_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_reserve_off_a_full_disk_fails_the_store_and_a_restart_recovers_everything() {
     let tmp = tempfile::tempdir().unwrap();
-    let fs = Tmpfs::mount(&tmp.path().join("data"), "12m");
+    let (fs, args) = on_tmpfs(tmp.path(), 0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dir = fs.0.clone();
-    let cfg = tmp.path().join("ca.toml");
-    std::fs::write(&cfg, "[storage]\nmin_free_mb = 0\n").unwrap();
-    let args = ["--config", cfg.to_str().unwrap()];
     let server = Server::start_with(&dir, &args);
 
     let o = fill(&server, 3).await;
