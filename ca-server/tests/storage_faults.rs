@@ -168,8 +168,17 @@ async fn a_full_disk_refuses_writes_with_unavailable_and_keeps_serving_reads() {
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("ca_log_writes_refused 1"), "{metrics}");
 
-    // Space is back: writes resume without a restart.
+    // Space is back: readiness returns by itself, and writes resume without a restart.
     fs.resize("64m");
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = server.http_get("/readyz").0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "/readyz ready again with no write in between");
     let mut resumed = None;
     for _ in 0..100 {
         let req = SignCsrRequest {

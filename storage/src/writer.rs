@@ -34,6 +34,8 @@ pub(crate) const MAX_BATCH_EVENTS: usize = 4096;
 /// same for 1 or 1,000 records, so a slightly longer wait buys fewer, larger ones; an idle
 /// store (single requests) never waits.
 const LINGER: Duration = Duration::from_micros(500);
+/// How often an idle writer below the free-space reserve looks again.
+const SPACE_RECHECK: Duration = Duration::from_secs(1);
 /// No linger when the first request already brings this many events.
 const LINGER_TARGET: usize = 64;
 
@@ -116,14 +118,24 @@ impl Writer {
                 None => {
                     // An idle store with journaled records checkpoints after a quiet
                     // interval, so a crash while idle leaves nothing to write back.
+                    // Below the free-space reserve, free space is re-measured while idle
+                    // too, so `/readyz` turns ready again without waiting for a write.
                     let journaled = self.journal.as_ref().is_some_and(|j| j.len() > 0);
-                    let next = if journaled && self.failed.is_none() {
+                    let next = if self.space.is_low() {
+                        self.rx.recv_timeout(SPACE_RECHECK)
+                    } else if journaled && self.failed.is_none() {
                         self.rx.recv_timeout(CHECKPOINT_INTERVAL)
                     } else {
                         self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
                     };
                     match next {
                         Ok(c) => c,
+                        Err(RecvTimeoutError::Timeout) if self.space.is_low() => {
+                            if let Change::Recovered { free } = self.space.check() {
+                                self.space_recovered(free);
+                            }
+                            continue;
+                        }
                         Err(RecvTimeoutError::Timeout) => {
                             let r = self.checkpoint();
                             let _ = self.note_failure(r);
