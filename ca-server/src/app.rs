@@ -68,7 +68,7 @@ pub fn open_store_with(dir: &Path, opts: ca_storage::StoreOptions) -> Result<Eve
 
 /// The hint about a second process only where it can be the cause: sled's file lock.
 fn open_error(dir: &Path, e: &ca_storage::StoreError) -> AppError {
-    let locked = matches!(e, ca_storage::StoreError::Sled(_)) && e.to_string().contains("lock");
+    let locked = matches!(e, ca_storage::StoreError::Locked(_));
     let hint = if locked { " (is another ca-server using this data dir?)" } else { "" };
     AppError::Config(format!("cannot open the event log in {}: {e}{hint}", dir.display()))
 }

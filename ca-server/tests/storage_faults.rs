@@ -315,3 +315,17 @@ async fn fill_n(server: &Server, n: usize) -> usize {
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_dir_is_told_why_it_cannot_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start(&dir);
+    let (ok, out) = serve_expecting_exit(&dir, &[], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("locked by another process") && out.contains("is another ca-server using this data dir"),
+        "{out}"
+    );
+    assert!(server.stop().success());
+}

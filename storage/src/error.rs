@@ -34,6 +34,10 @@ pub enum StoreError {
     #[error("the event store was opened read-only")]
     ReadOnly,
 
+    /// Another process holds the store's exclusive lock (one process per data dir).
+    #[error("the event store in {0} is locked by another process")]
+    Locked(String),
+
     /// The writer thread is gone (the store is shutting down).
     #[error("the event store is closed")]
     Closed,

@@ -318,10 +318,12 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             .mode(sled::Mode::HighThroughput)
             .open();
         match r {
-            // sled reports the held lock as ErrorKind::Other with this text.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
-            {
+            // sled reports the held lock as ErrorKind::Other with this text: the one place
+            // that reads it, so nothing above the store matches on sled's wording.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::Locked(dir.display().to_string()));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return Ok(other?),

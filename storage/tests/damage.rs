@@ -101,3 +101,15 @@ fn below_the_free_space_reserve_writes_are_refused_and_reads_go_on() {
     assert!(store.write_failure().is_none());
     assert!(store.verify_chain().is_ok());
 }
+
+#[test]
+fn a_store_held_by_another_handle_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = EventStore::open(dir.path()).unwrap();
+    match EventStore::open(dir.path()) {
+        Err(StoreError::Locked(d)) => assert_eq!(d, dir.path().display().to_string()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(held);
+    EventStore::open(dir.path()).unwrap();
+}
