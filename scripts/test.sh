@@ -13,6 +13,8 @@
 #                    into the target dir (once; later runs reuse it)
 #   softhsm2         the PKCS#11 token of tests/pkcs11.rs (/usr/lib/softhsm/libsofthsm2.so,
 #                    softhsm2-util to make a fresh token per test)
+#   postgresql       the PostgreSQL backend's tests (storage/tests/pg_store.rs and the
+#                    ca-server ones start throwaway servers from /usr/lib/postgresql/*/bin)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,6 +29,7 @@ have lego || missing+=(lego)
 have python3 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 { have softhsm2-util && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing+=(softhsm2)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()

@@ -5,9 +5,21 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// sled reported an error (I/O, its own corruption checks, ...).
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
+    /// The backend (sled, or PostgreSQL) reported an error: I/O, its own corruption checks,
+    /// a lost connection. Carried as text so no backend type crosses the store's boundary.
+    #[error("{0}")]
+    Backend(String),
+
+    /// The shared database cannot be reached now (connection refused or lost before the
+    /// batch's commit was sent): nothing was written; retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+
+    /// This instance does not hold the writer lease of a shared (PostgreSQL) store: another
+    /// instance writes, or none does right now (a takeover is under way). `writer` names
+    /// the current holder when one is known, so a client can go there.
+    #[error("this instance is not the writer ({why}){}", writer.as_ref().map(|w| format!("; the writer is {w}")).unwrap_or_default())]
+    NotWriter { writer: Option<String>, why: String },
 
     /// A stored record or index entry does not have the layout this crate writes, or the
     /// log is not a gapless sequence.
@@ -87,6 +99,37 @@ impl StoreError {
     /// restart, a file system below its reserve, a store shutting down): a client should
     /// retry later or elsewhere; it is not a bug in the request or the server.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Failed(_) | StoreError::LowSpace { .. } | StoreError::Closed)
+        matches!(
+            self,
+            StoreError::Failed(_)
+                | StoreError::LowSpace { .. }
+                | StoreError::Closed
+                | StoreError::NotWriter { .. }
+                | StoreError::Unavailable(_)
+        )
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(format!("sled: {e}"))
+    }
+}
+
+impl StoreError {
+    pub(crate) fn from_pg(e: &tokio_postgres::Error) -> Self {
+        // `Display` of a database error is its kind only; the source names the cause
+        // (refused connection, the server's message) without any credential.
+        let detail = match std::error::Error::source(e) {
+            Some(src) => format!("{e}: {src}"),
+            None => e.to_string(),
+        };
+        StoreError::Backend(format!("postgres: {detail}"))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::from_pg(&e)
     }
 }

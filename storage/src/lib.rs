@@ -128,15 +128,18 @@ mod error;
 pub mod fuzzing;
 mod issuers;
 mod journal;
+mod pg;
 mod project;
 mod rebuild;
 mod space;
 mod store;
+mod upstream;
 mod watch;
 mod writer;
 
 pub use error::StoreError;
+pub use pg::{PgOptions, migrate_to_postgres, verify_postgres};
 pub use store::{
     Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, EventStore,
-    RawRecord, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
+    RawRecord, Role, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
 };

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::journal::{Checkpoint, Journal, JournalError, JournalRecord};
 use crate::project::{self, ProjState, Trees};
 use crate::rebuild;
 use crate::space::SpaceGuard;
+use crate::upstream::Upstream;
 use crate::writer::{AppendReq, Cmd, Prepared, Reply, Writer};
 use crate::{StoreError, codec};
 
@@ -274,11 +275,16 @@ struct Inner {
     live: broadcast::Sender<Arc<StoredRecord>>,
     writer: Option<JoinHandle<()>>,
     read_only: bool,
+    /// The system of record of a replica store (checked before a write queues).
+    upstream: Option<Arc<dyn Upstream>>,
+    /// The shared-database machinery (lease, follower) of a replica store, set once open.
+    pg: OnceLock<crate::pg::Node>,
 }
 
 impl Drop for Inner {
     /// Stop the writer (it flushes on the way out) and wait for it, so that a reopen of the
-    /// same directory right after the last handle drops finds sled's lock released.
+    /// same directory right after the last handle drops finds sled's lock released; then
+    /// stop the database tasks of a replica store.
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(h) = self.writer.take()
@@ -286,6 +292,31 @@ impl Drop for Inner {
         {
             tracing::error!("event store writer thread panicked");
         }
+        if let Some(node) = self.pg.take() {
+            node.stop();
+        }
+    }
+}
+
+/// Which part this store plays (see [`EventStore::role`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// An embedded store (sled): the only writer there is.
+    Single,
+    /// A shared store's writer, holding the lease at this epoch.
+    Writer { epoch: u64 },
+    /// A shared store's reader: it follows the database and refuses writes. `writer`
+    /// names the lease holder when one is known.
+    Follower { writer: Option<String> },
+}
+
+/// A handle that does not keep the store open (for its own background tasks).
+#[derive(Clone)]
+pub(crate) struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    pub(crate) fn upgrade(&self) -> Option<EventStore> {
+        self.0.upgrade().map(|inner| EventStore { inner })
     }
 }
 
@@ -339,6 +370,16 @@ impl EventStore {
     }
 
     pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_local(dir, opts, None)
+    }
+
+    /// Open the local sled store; with `upstream`, as the replica of a shared store whose
+    /// writes are committed there first.
+    pub(crate) fn open_local(
+        dir: &Path,
+        opts: StoreOptions,
+        upstream: Option<Arc<dyn Upstream>>,
+    ) -> Result<Self, StoreError> {
         let started = Instant::now();
         let db = open_sled(dir, opts.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES))?;
         let trees = Trees::open(db)?;
@@ -452,6 +493,7 @@ impl EventStore {
             fsync_file,
             failed: None,
             space: SpaceGuard::new(dir.to_path_buf(), if opts.read_only { 0 } else { opts.min_free_bytes }),
+            upstream: upstream.clone(),
         };
         let handle = std::thread::Builder::new().name("ca-log-writer".into()).spawn(move || writer.run())?;
         tracing::info!(
@@ -470,8 +512,42 @@ impl EventStore {
                 live,
                 writer: Some(handle),
                 read_only: opts.read_only,
+                upstream,
+                pg: OnceLock::new(),
             }),
         })
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
+    pub(crate) fn set_pg(&self, node: crate::pg::Node) {
+        if let Err(node) = self.inner.pg.set(node) {
+            node.stop();
+        }
+    }
+
+    /// Which part this store plays: the embedded store, or a shared store's writer or
+    /// follower (which changes as the writer lease moves).
+    pub fn role(&self) -> Role {
+        match self.inner.pg.get() {
+            None => Role::Single,
+            Some(node) => node.role(),
+        }
+    }
+
+    /// For a shared store: how long ago this instance last confirmed that its replica holds
+    /// everything the database had (`None` for the embedded store).
+    pub fn replica_staleness(&self) -> Option<std::time::Duration> {
+        self.inner.pg.get().map(crate::pg::Node::staleness)
+    }
+
+    /// Apply records read from the system of record (a replica store following it).
+    pub(crate) async fn replicate(&self, raw: Vec<RawRecord>) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Replicate(raw, Reply::Async(tx))).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -500,6 +576,9 @@ impl EventStore {
         }
         if let Some(msg) = self.shared().failed() {
             return Err(StoreError::Failed(msg));
+        }
+        if let Some(e) = self.inner.upstream.as_ref().and_then(|u| u.refuse()) {
+            return Err(e);
         }
         events
             .into_iter()

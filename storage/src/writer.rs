@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::Event;
 use ca_core::chain::{Hash, record_hash};
-use ca_proto::convert::IndexEvent;
+use ca_proto::convert::{IndexEvent, decode_event};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::journal::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, Checkpoint, Journal};
@@ -23,7 +23,8 @@ use crate::project::{ProjBatch, ProjState};
 use crate::rebuild;
 use crate::space::{Change, SpaceGuard};
 use crate::store::Shared;
-use crate::{Appended, StoreError, StoredRecord, codec};
+use crate::upstream::{self, Upstream};
+use crate::{Appended, RawRecord, StoreError, StoredRecord, codec};
 
 /// Upper bound on events per batch: keeps one flush (and one sled batch in memory) bounded.
 /// A single request larger than this still goes in whole, alone: a request is atomic.
@@ -81,6 +82,8 @@ pub(crate) enum Cmd {
     Append(AppendReq),
     Flush(Reply<()>),
     Rebuild(Reply<u64>),
+    /// Records from the system of record, to follow it (see `Writer::replicate`).
+    Replicate(Vec<RawRecord>, Reply<u64>),
     #[cfg(feature = "test-hooks")]
     FlipByte {
         seq: u64,
@@ -107,6 +110,8 @@ pub(crate) struct Writer {
     pub failed: Option<String>,
     /// The free-space reserve, checked before every batch.
     pub space: SpaceGuard,
+    /// Where batches are committed first, for a replica of a shared store.
+    pub upstream: Option<Arc<dyn Upstream>>,
 }
 
 impl Writer {
@@ -179,6 +184,7 @@ impl Writer {
                     let r = self.guard().and_then(|()| self.checkpoint());
                     reply.send(self.note_failure(r));
                 }
+                Cmd::Replicate(raw, reply) => reply.send(self.replicate(raw)),
                 Cmd::Rebuild(reply) => {
                     let r = self.guard().and_then(|()| self.rebuild());
                     reply.send(self.note_failure(r));
@@ -293,21 +299,15 @@ impl Writer {
             return;
         }
         let recorded_at = now_micros();
-        let mut proj = ProjBatch::default();
-        let mut st = self.proj;
         let mut seq = self.next_seq;
         let mut head = self.head;
         let mut records = Vec::with_capacity(n_events);
         let mut answers = Vec::with_capacity(reqs.len());
         let n_reqs = reqs.len() as u64;
-        let mut values = Vec::with_capacity(n_events);
         for req in reqs {
             let mut appended = Vec::with_capacity(req.events.len());
             for p in req.events {
                 let hash = record_hash(&head, seq, &p.bytes);
-                let value = codec::log_value(&head, &hash, recorded_at, &p.bytes);
-                values.push((seq, value));
-                proj.apply(&mut st, seq, &IndexEvent::of(&p.event));
                 appended.push(Appended { seq, hash });
                 records.push(Arc::new(StoredRecord {
                     seq,
@@ -323,6 +323,51 @@ impl Writer {
             answers.push((req.reply, appended));
         }
 
+        // The system of record first (a replica store): only what it committed is kept here.
+        if let Some(up) = &self.upstream
+            && let Err(e) = up.commit(&records)
+        {
+            if matches!(e, StoreError::Failed(_)) {
+                let _ = self.note_failure(Err::<(), _>(upstream::again(&e)));
+            }
+            for (reply, _) in answers {
+                reply.send(Err(upstream::again(&e)));
+            }
+            return;
+        }
+
+        let flush_time = match self.persist(&records) {
+            Ok(d) => d,
+            Err(msg) => {
+                for (reply, _) in answers {
+                    reply.send(Err(StoreError::Failed(msg.clone())));
+                }
+                return;
+            }
+        };
+        let m = &self.shared.metrics;
+        m.appends.fetch_add(n_reqs, Ordering::Relaxed);
+        m.last_batch_size.store(n_events as u64, Ordering::Relaxed);
+        m.flush_micros
+            .fetch_add(u64::try_from(flush_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        for (reply, appended) in answers {
+            reply.send(Ok(appended));
+        }
+        self.after_batch(records);
+    }
+
+    /// Write consecutive records (chaining from the head) into the log, the projections
+    /// and the journal, then publish them to readers. `Err` carries the failure message
+    /// (the store is poisoned by then).
+    fn persist(&mut self, records: &[Arc<StoredRecord>]) -> Result<Duration, String> {
+        let mut proj = ProjBatch::default();
+        let mut st = self.proj;
+        let mut values = Vec::with_capacity(records.len());
+        for r in records {
+            values
+                .push((r.seq, codec::log_value(&r.prev_hash, &r.hash, r.recorded_at_micros, &r.event_bytes)));
+            proj.apply(&mut st, r.seq, &IndexEvent::of(&r.event));
+        }
         // Log first, projections second, meta last (inside `commit`), all in sled's memory;
         // then one journal write makes the batch durable. Key by key, not `apply_batch`
         // (see `ProjBatch`): sled recovers a prefix of these writes, the journal the rest.
@@ -338,42 +383,36 @@ impl Writer {
                 .append(values.iter().map(|(seq, v)| (*seq, &v[..])))?;
             Ok(t.elapsed())
         })();
-        let flush_time = match self.note_failure(written) {
+        let took = match self.note_failure(written) {
             Ok(d) => d,
             Err(e) => {
                 self.shared.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                let msg = match e {
+                return Err(match e {
                     StoreError::Failed(m) => m,
                     other => other.to_string(),
-                };
-                for (reply, _) in answers {
-                    reply.send(Err(StoreError::Failed(msg.clone())));
-                }
-                return;
+                });
             }
         };
-
-        self.next_seq = seq;
-        self.head = head;
+        let Some(last) = records.last() else { return Ok(took) };
+        self.next_seq = last.seq + 1;
+        self.head = last.hash;
         self.proj = st;
         // Readers see the batch only now that it is durable, and before any waiter wakes,
         // so an acknowledged record is always readable.
-        self.shared.publish_committed(seq, Some(Appended { seq: seq - 1, hash: head }), &st);
+        self.shared.publish_committed(self.next_seq, Some(Appended { seq: last.seq, hash: last.hash }), &st);
         let m = &self.shared.metrics;
-        m.appends.fetch_add(n_reqs, Ordering::Relaxed);
         m.batches.fetch_add(1, Ordering::Relaxed);
-        m.records.fetch_add(n_events as u64, Ordering::Relaxed);
-        m.last_batch_size.store(n_events as u64, Ordering::Relaxed);
-        m.flush_micros
-            .fetch_add(u64::try_from(flush_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        for (reply, appended) in answers {
-            reply.send(Ok(appended));
-        }
+        m.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(took)
+    }
+
+    /// After the waiters are answered: broadcast to watchers, and checkpoint when due (a
+    /// checkpoint delays the next batch, not this one).
+    fn after_batch(&mut self, records: Vec<Arc<StoredRecord>>) {
         for r in records {
             // No subscribers is fine: watchers read the log for anything they missed.
             let _ = self.live.send(r);
         }
-        // After the waiters are answered: a checkpoint delays the next batch, not this one.
         if self.journal.as_ref().is_some_and(|j| j.len() >= CHECKPOINT_BYTES)
             || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
         {
@@ -382,6 +421,55 @@ impl Writer {
                 self.shared.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Apply records another instance committed to the system of record (a replica store
+    /// following it). They must continue this store's chain; records it already holds are
+    /// skipped once their hash matches (the writer's own batches, seen again). Returns the
+    /// next seq.
+    fn replicate(&mut self, raw: Vec<RawRecord>) -> Result<u64, StoreError> {
+        self.guard()?;
+        let mut records = Vec::with_capacity(raw.len());
+        let (mut seq, mut head) = (self.next_seq, self.head);
+        for (s, prev, hash, recorded_at, bytes) in raw {
+            if s < seq {
+                let same = match self.shared.read_raw(s)? {
+                    Some(v) => codec::parse_log_value(s, &v)?.hash == hash,
+                    None => false,
+                };
+                if !same {
+                    return Err(StoreError::Damaged(format!(
+                        "the database's record {s} differs from this instance's replica: the replica holds \
+                         history the database lost (or it follows another database); it cannot follow it"
+                    )));
+                }
+                continue;
+            }
+            if s != seq || prev != head || record_hash(&head, s, &bytes) != hash {
+                return Err(StoreError::Corrupt {
+                    seq: s,
+                    detail: format!("the database's record does not continue the replica's chain at {seq}"),
+                });
+            }
+            let event =
+                decode_event(&bytes).map_err(|e| StoreError::Decode { seq: s, detail: e.to_string() })?;
+            records.push(Arc::new(StoredRecord {
+                seq: s,
+                prev_hash: prev,
+                hash,
+                recorded_at_micros: recorded_at,
+                event_bytes: bytes,
+                event,
+            }));
+            head = hash;
+            seq += 1;
+        }
+        if records.is_empty() {
+            return Ok(self.next_seq);
+        }
+        self.persist(&records).map_err(StoreError::Failed)?;
+        self.after_batch(records);
+        Ok(self.next_seq)
     }
 
     /// Recompute the projections from the whole log and make the trees equal them (see

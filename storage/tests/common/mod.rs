@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod model;
+pub mod pg;
+
 use ca_core::event::{CaInitialized, CertificateIssued, CertificateRevoked, CrlPublished, RevocationReason};
 use ca_core::keys::KeyAlgorithm;
 use ca_core::projection::Inventory;

@@ -1,0 +1,120 @@
+//! What this instance knows about the shared store: whether it holds the writer lease
+//! (and at which epoch), who does otherwise, and how current its replica is.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Config;
+
+use super::conn;
+use crate::{Role, StoreError};
+
+pub(crate) struct State {
+    /// How other instances name this one (in `ca_lease.holder` and their errors).
+    pub instance: String,
+    pub ttl: Duration,
+    /// The epoch of the lease this instance holds; 0 while it holds none.
+    epoch: AtomicU64,
+    /// The holder last seen in the lease row (when it is not this instance).
+    writer: RwLock<Option<String>>,
+    /// When the follower last found nothing in the database beyond the replica's head.
+    synced_at: Mutex<Instant>,
+    /// Group commits sent to the database, and their total time (for metrics).
+    pub commits: AtomicU64,
+    pub commit_micros: AtomicU64,
+    pub commit_failures: AtomicU64,
+    /// Lease acquisitions by this instance.
+    pub takeovers: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    pub(crate) fn new(instance: String, ttl: Duration) -> Self {
+        State {
+            instance,
+            ttl,
+            epoch: AtomicU64::new(0),
+            writer: RwLock::new(None),
+            synced_at: Mutex::new(Instant::now()),
+            commits: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn became_writer(&self, epoch: u64) {
+        *self.writer.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.epoch.store(epoch, Ordering::Release);
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stop writing as `epoch` (a later epoch's takeover is not undone by a stale call).
+    pub(crate) fn lost(&self, epoch: u64, holder: Option<String>) {
+        if self.epoch.compare_exchange(epoch, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            tracing::warn!(
+                epoch,
+                holder = holder.as_deref().unwrap_or("none"),
+                "this instance is no longer the writer"
+            );
+        }
+        self.seen_writer(holder);
+    }
+
+    pub(crate) fn seen_writer(&self, holder: Option<String>) {
+        let holder = holder.filter(|h| !h.is_empty() && *h != self.instance);
+        *self.writer.write().unwrap_or_else(PoisonError::into_inner) = holder;
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        match self.epoch() {
+            0 => {
+                Role::Follower { writer: self.writer.read().unwrap_or_else(PoisonError::into_inner).clone() }
+            }
+            epoch => Role::Writer { epoch },
+        }
+    }
+
+    pub(crate) fn not_writer(&self, why: &str) -> StoreError {
+        let writer = self.writer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let why = match &writer {
+            Some(_) => why.to_string(),
+            None => format!(
+                "{why}; no instance holds the lease now, a takeover follows within {} ms",
+                self.ttl.as_millis()
+            ),
+        };
+        StoreError::NotWriter { writer, why }
+    }
+
+    pub(crate) fn synced(&self) {
+        *lock(&self.synced_at) = Instant::now();
+    }
+
+    pub(crate) fn staleness(&self) -> Duration {
+        lock(&self.synced_at).elapsed()
+    }
+
+    pub(crate) fn observe_commit(&self, took: Duration, ok: bool) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if !ok {
+            self.commit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The lease row's `(epoch, holder)`, on a fresh connection (`None` if unreachable).
+    pub(crate) async fn lease_holder(&self, cfg: &Config) -> Option<(u64, String)> {
+        let client = conn::connect(cfg).await.ok()?;
+        let row = client.query_one("SELECT epoch, holder FROM ca_lease WHERE id = 1", &[]).await.ok()?;
+        Some((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get(1)))
+    }
+}

@@ -1,0 +1,170 @@
+//! The PostgreSQL backend against a real server: the store's model test, the fence that
+//! stops a writer which lost its lease, followers, migration from sled and `verify`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ca_core::Event;
+use ca_core::event::RevocationReason;
+use ca_storage::{Appended, EventStore, PgOptions, Role, StoreError, StoreOptions, verify_postgres};
+use common::model::{Model, Op, op};
+use common::pg::Pg;
+use proptest::prelude::*;
+
+fn open(dir: &std::path::Path, url: &str, instance: &str, ttl_ms: u64) -> EventStore {
+    let pg = PgOptions::new(url, instance).lease_ttl(Duration::from_millis(ttl_ms));
+    EventStore::open_postgres(dir, StoreOptions::default().min_free_bytes(0), pg).unwrap()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_postgres_store_matches_the_model_across_appends_reopens_and_resyncs() {
+    let pg = Pg::start();
+    let case = AtomicU32::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 12,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&proptest::collection::vec(op(), 1..8), |ops| {
+            let url = pg.database(&format!("model{}", case.fetch_add(1, Ordering::Relaxed)));
+            let mut dir = tempfile::tempdir().unwrap();
+            let mut store = open(dir.path(), &url, "model", 3000);
+            prop_assert_eq!(store.role(), Role::Writer { epoch: 1 });
+            let mut model = Model::default();
+            for op in ops {
+                match op {
+                    Op::Append(specs) => {
+                        let events: Vec<Event> = specs.iter().map(|s| model.event(s)).collect();
+                        let expected: Vec<Appended> = events.iter().map(|e| model.push(e)).collect();
+                        prop_assert_eq!(store.append_blocking(events).unwrap(), expected);
+                    }
+                    Op::Reopen => {
+                        drop(store);
+                        store = open(dir.path(), &url, "model", 3000);
+                    }
+                    Op::Resync => {
+                        drop(store);
+                        dir = tempfile::tempdir().unwrap();
+                        store = open(dir.path(), &url, "model", 3000);
+                    }
+                }
+                // The same instance name takes its own lease back at once.
+                let writes = matches!(store.role(), Role::Writer { .. });
+                prop_assert!(writes, "role after reopen: {:?}", store.role());
+                model.check(&store)?;
+                let report =
+                    verify_postgres(&url, &mut |_| {}).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(report.records, store.next_seq());
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_follower_serves_the_log_and_a_writer_that_lost_its_lease_is_fenced() {
+    let pg = Pg::start();
+    let url = pg.database("fence");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A's lease would last a minute and it renews every 20 s: only the fence can stop it.
+    let a = open(da.path(), &url, "instance-a", 60_000);
+    let b = open(db.path(), &url, "instance-b", 300);
+    assert_eq!(a.role(), Role::Writer { epoch: 1 });
+    let s1 = common::serial(1);
+    a.append_blocking(vec![common::issued(&s1, 4_000_000_000)]).unwrap();
+
+    // B follows: it reads A's record, and refuses writes, naming A.
+    wait_for("B to follow A", Duration::from_secs(5), || b.next_seq() == 1);
+    assert_eq!(b.cert(&s1).unwrap().unwrap().issued_seq, 0);
+    assert_eq!(b.role(), Role::Follower { writer: Some("instance-a".into()) });
+    match b.append_blocking(vec![common::issued(&common::serial(2), 4_000_000_000)]) {
+        Err(StoreError::NotWriter { writer: Some(w), .. }) => assert_eq!(w, "instance-a"),
+        other => panic!("a follower's append: {other:?}"),
+    }
+
+    // A goes silent as far as the database can tell (its lease runs out): B takes over.
+    pg.sql("fence", "UPDATE ca_lease SET expires_at = '-infinity'");
+    wait_for("B to take the lease", Duration::from_secs(5), || b.role() == Role::Writer { epoch: 2 });
+    assert_eq!(a.role(), Role::Writer { epoch: 1 }, "A has not noticed yet");
+
+    // A still believes it writes: the database refuses its append, and nothing forks.
+    match a.append_blocking(vec![common::issued(&common::serial(3), 4_000_000_000)]) {
+        Err(StoreError::NotWriter { writer, why }) => {
+            assert_eq!(writer.as_deref(), Some("instance-b"), "{why}");
+        }
+        other => panic!("a fenced writer's append: {other:?}"),
+    }
+    assert!(matches!(a.role(), Role::Follower { .. }), "A steps down once fenced");
+    let r = b.append_blocking(vec![common::revoked(&s1, RevocationReason::KeyCompromise, 10, None)]).unwrap();
+    assert_eq!(r[0].seq, 1);
+    wait_for("A to follow B", Duration::from_secs(5), || a.next_seq() == 2);
+    assert!(a.is_revoked(&s1).unwrap().is_some());
+    assert_eq!(pg.sql("fence", "SELECT count(*) FROM ca_log"), "2");
+    assert_eq!(pg.sql("fence", "SELECT string_agg(epoch::text, ',' ORDER BY seq) FROM ca_log"), "1,2");
+    let report = verify_postgres(&url, &mut |_| {}).unwrap();
+    assert_eq!(report.records, 2);
+    assert_eq!(Some(report.head), b.head().map(|h| h.hash));
+}
+
+#[test]
+fn a_replica_holding_history_the_database_lacks_refuses_to_start() {
+    let pg = Pg::start();
+    let url = pg.database("lost");
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &url, "solo", 3000);
+    store.append_blocking(vec![common::issued(&common::serial(1), 4_000_000_000)]).unwrap();
+    store.append_blocking(vec![common::issued(&common::serial(2), 4_000_000_000)]).unwrap();
+    drop(store);
+    // The database loses the last acknowledged record (a promoted asynchronous standby).
+    pg.sql("lost", "DELETE FROM ca_log WHERE seq = 1; UPDATE ca_lease SET next_seq = 1");
+    let pgo = PgOptions::new(&url, "solo");
+    match EventStore::open_postgres(dir.path(), StoreOptions::default().min_free_bytes(0), pgo) {
+        Err(StoreError::Damaged(msg)) => assert!(msg.contains("record 1"), "{msg}"),
+        other => panic!("open over a database that lost a record: {other:?}"),
+    }
+}
+
+#[test]
+fn a_sled_log_migrates_into_postgres_with_its_history_and_projections() {
+    let pg = Pg::start();
+    let url = pg.database("migrate");
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled = EventStore::open(sled_dir.path()).unwrap();
+    let mut events = vec![common::ca(1)];
+    for n in 0..12_000u64 {
+        events.push(common::issued(&common::serial(n), 4_000_000_000 + n as i64));
+    }
+    events.push(common::revoked(&common::serial(7), RevocationReason::Superseded, 5, None));
+    events.push(common::crl(1, None));
+    sled.append_blocking(events).unwrap();
+    let sled_inventory = sled.inventory().unwrap();
+    let sled_head = sled.head();
+    drop(sled);
+
+    let mut calls = 0;
+    let report = ca_storage::migrate_to_postgres(sled_dir.path(), &url, &mut |_, _| calls += 1).unwrap();
+    assert_eq!(report.records, 12_003);
+    assert!(calls >= 3, "progress per chunk");
+    assert_eq!(verify_postgres(&url, &mut |_| {}).unwrap().head, report.head);
+    // A second migration into the same database is refused.
+    assert!(ca_storage::migrate_to_postgres(sled_dir.path(), &url, &mut |_, _| {}).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &url, "after", 3000);
+    assert_eq!(store.head(), sled_head);
+    assert_eq!(store.inventory().unwrap(), sled_inventory);
+    store.append_blocking(vec![common::issued(&common::serial(99_999), 4_000_000_000)]).unwrap();
+    assert_eq!(verify_postgres(&url, &mut |_| {}).unwrap().records, 12_004);
+}
