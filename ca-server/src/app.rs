@@ -26,6 +26,10 @@ impl DataDir {
     pub fn log(&self) -> PathBuf {
         self.0.join("log")
     }
+    /// With the PostgreSQL backend: this instance's local replica of the shared log.
+    pub fn replica(&self) -> PathBuf {
+        self.0.join("pg-replica")
+    }
     pub fn keys(&self) -> PathBuf {
         self.0.join("keys")
     }
@@ -64,6 +68,32 @@ pub fn open_store(dir: &Path) -> Result<EventStore, AppError> {
 pub fn open_store_with(dir: &Path, opts: ca_storage::StoreOptions) -> Result<EventStore, AppError> {
     fs::create_dir_all(dir)?;
     EventStore::open_with(&DataDir(dir.to_path_buf()).log(), opts).map_err(|e| open_error(dir, &e))
+}
+
+/// Open the event store the config names: the embedded log in the data dir, or a local
+/// replica of the shared PostgreSQL log (the data dir keeps the keys either way).
+pub fn open_store_for(config: &Config, opts: ca_storage::StoreOptions) -> Result<EventStore, AppError> {
+    let dir = &config.data_dir;
+    let url = match (config.storage.backend, &config.storage.url) {
+        (crate::config::Backend::Sled, _) => return open_store_with(dir, opts),
+        (crate::config::Backend::Postgres, Some(url)) => url,
+        (crate::config::Backend::Postgres, None) => {
+            return Err(AppError::Config(
+                "[storage] backend = \"postgres\" needs url (or --storage-url)".into(),
+            ));
+        }
+    };
+    fs::create_dir_all(dir)?;
+    let instance = config.storage.instance.clone().unwrap_or_else(|| {
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{} (gRPC {})", host.trim(), config.grpc_addr)
+    });
+    let mut pg = ca_storage::PgOptions::new(url.clone(), instance);
+    if let Some(ms) = config.storage.lease_ttl_ms {
+        pg = pg.lease_ttl(std::time::Duration::from_millis(ms.max(100)));
+    }
+    EventStore::open_postgres(&DataDir(dir.to_path_buf()).replica(), opts, pg)
+        .map_err(|e| AppError::Config(format!("cannot open the event log in PostgreSQL: {e}")))
 }
 
 /// The hint about a second process only where it can be the cause: sled's file lock.

@@ -20,6 +20,10 @@ pub struct DirArgs {
     /// TOML configuration file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Keep the event log in this PostgreSQL database (as `[storage] backend = "postgres"`
+    /// with this `url`); the data dir then holds the keys and a local replica.
+    #[arg(long, env = "CA_STORAGE_URL", hide_env_values = true)]
+    pub storage_url: Option<String>,
 }
 
 impl DirArgs {
@@ -28,6 +32,15 @@ impl DirArgs {
         let mut c = crate::config::Config::load(self.config.as_deref())?;
         if let Some(d) = &self.data_dir {
             c.data_dir = d.clone();
+        }
+        if let Some(url) = &self.storage_url {
+            c.storage.backend = crate::config::Backend::Postgres;
+            c.storage.url = Some(url.clone());
+        }
+        if c.storage.backend == crate::config::Backend::Postgres && c.storage.url.is_none() {
+            return Err(crate::error::AppError::Config(
+                "[storage] backend = \"postgres\" needs url (or --storage-url / CA_STORAGE_URL)".into(),
+            ));
         }
         Ok(c)
     }
@@ -84,6 +97,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Event store operations.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
     },
     /// Print the event log as JSON lines.
     Events {
@@ -254,6 +272,19 @@ impl AcmeArgs {
             cfg.enabled = false;
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Copy the data dir's embedded (sled) log into an empty PostgreSQL database, verifying
+    /// the chain as it goes; then run the server with `--storage-url` (or `[storage]`).
+    Migrate {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The database to copy into (`postgres://...`).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -73,9 +73,21 @@ impl Default for GrpcConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `sled` (embedded, the default) or `postgres` (shared by several instances: one
+    /// writes, the others serve reads and take over; ARCHITECTURE.md).
+    pub backend: Backend,
+    /// The PostgreSQL URL (`postgres://user:password@host:port[,host:port]/db?
+    /// target_session_attrs=read-write`); also `--storage-url` / `CA_STORAGE_URL`.
+    pub url: Option<String>,
+    /// How long the writer lease lasts without renewal: another instance takes over this
+    /// long after the writer was last heard from (default 3000).
+    pub lease_ttl_ms: Option<u64>,
+    /// How other instances name this one when it is the writer (default: host name and
+    /// gRPC address).
+    pub instance: Option<String>,
     /// Also `fdatasync` the log after each group-commit flush, so acknowledged events survive
     /// power loss, not only a process crash (see ARCHITECTURE.md). Costs one device flush
     /// per batch.
@@ -87,6 +99,30 @@ pub struct StorageConfig {
     /// (reads, OCSP and CRLs go on) until space is freed (default 64; 0 turns it off, and a
     /// full disk then fails the store until a restart).
     pub min_free_mb: Option<u64>,
+}
+
+/// Which event store backs the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// By hand: the URL may carry a password, and configs get printed.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("instance", &self.instance)
+            .field("fsync_each_batch", &self.fsync_each_batch)
+            .field("cache_mb", &self.cache_mb)
+            .field("min_free_mb", &self.min_free_mb)
+            .finish()
+    }
 }
 
 impl Default for Config {

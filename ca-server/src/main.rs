@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use ca_server::cli::{AuditCommand, Cli, Command};
+use ca_server::cli::{AuditCommand, Cli, Command, StorageCommand};
 use ca_server::{client, offline, server};
 use clap::Parser;
 
@@ -90,10 +90,14 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             Ok(0)
         }
         Command::Audit { command: AuditCommand::Verify { dir } } => {
-            Ok(offline::audit_verify(&dir.resolve()?.data_dir)? as u8)
+            Ok(offline::audit_verify(&dir.resolve()?)? as u8)
         }
         Command::Audit { command: AuditCommand::Rebuild { dir } } => {
             offline::rebuild(&dir.resolve()?.data_dir)?;
+            Ok(0)
+        }
+        Command::Storage { command: StorageCommand::Migrate { dir, to } } => {
+            offline::migrate(&dir.resolve()?.data_dir, &to)?;
             Ok(0)
         }
         Command::Events { dir, from } => {

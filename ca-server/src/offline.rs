@@ -53,7 +53,7 @@ pub fn init(
         }
         None => None,
     };
-    let store = app::open_store(dir)?;
+    let store = app::open_store_for(&config, ca_storage::StoreOptions::default())?;
     if store.ca()?.is_some() {
         return Err(AppError::Config(format!("{} already holds a CA", dir.display())));
     }
@@ -84,11 +84,22 @@ pub fn init(
 }
 
 /// Exit status: 0 when intact; 1 when broken (with the first bad record).
-pub fn audit_verify(dir: &Path) -> Result<i32, AppError> {
-    // Read-only: a normal open refuses a log whose last record was altered, and the audit
-    // must still be able to name that record.
-    let store = app::open_store_read_only(dir)?;
-    match store.verify_chain() {
+pub fn audit_verify(config: &crate::config::Config) -> Result<i32, AppError> {
+    let verdict = match (config.storage.backend, &config.storage.url) {
+        (crate::config::Backend::Postgres, Some(url)) => {
+            let mut last = std::time::Instant::now();
+            ca_storage::verify_postgres(url, &mut |n| {
+                if last.elapsed().as_secs() >= 2 {
+                    eprintln!("verified {n} records");
+                    last = std::time::Instant::now();
+                }
+            })
+        }
+        // Read-only: a normal open refuses a log whose last record was altered, and the
+        // audit must still be able to name that record.
+        _ => app::open_store_read_only(&config.data_dir)?.verify_chain(),
+    };
+    match verdict {
         Ok(report) => {
             println!("ok: {} records, head hash {}", report.records, hex::encode(report.head));
             Ok(0)
@@ -98,6 +109,30 @@ pub fn audit_verify(dir: &Path) -> Result<i32, AppError> {
             Ok(1)
         }
     }
+}
+
+/// `storage migrate --to URL`: copy the data dir's sled log into an empty database.
+pub fn migrate(dir: &Path, url: &str) -> Result<(), AppError> {
+    let log = app::DataDir(dir.to_path_buf()).log();
+    if !log.exists() {
+        return Err(AppError::Config(format!("{} holds no event log", dir.display())));
+    }
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let report = ca_storage::migrate_to_postgres(&log, url, &mut |done, total| {
+        if last.elapsed().as_secs() >= 2 || done == total {
+            eprintln!("copied {done} of {total} records");
+            last = std::time::Instant::now();
+        }
+    })
+    .map_err(|e| AppError::Config(format!("migration failed: {e}")))?;
+    println!(
+        "ok: {} records copied and verified in {:.1} s, head hash {}; now start the server with --storage-url",
+        report.records,
+        started.elapsed().as_secs_f64(),
+        hex::encode(report.head)
+    );
+    Ok(())
 }
 
 pub fn rebuild(dir: &Path) -> Result<(), AppError> {

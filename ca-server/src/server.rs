@@ -92,7 +92,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     .min_free_mb
                     .map_or(ca_storage::DEFAULT_MIN_FREE_BYTES, |mb| mb.saturating_mul(1 << 20)),
             );
-        let store = app::open_store_with(&dir, opts)?;
+        let store = app::open_store_for(&cfg, opts)?;
         let (issuers, created) = app::ensure_ca(&store, &dir, &cfg, None, None)?;
         Ok((store, issuers, created))
     })
