@@ -115,6 +115,9 @@ pub struct Caller {
     pub identity: Option<String>,
     /// What the log records: `grpc:<identity>` or `grpc:<peer ip>`.
     pub requester: String,
+    /// The client certificate is one this CA issued and recorded. The built-in admin
+    /// default needs it, so a `[grpc] client_ca_file` CA cannot mint the admin identity.
+    pub issued_here: bool,
 }
 
 /// The rule that applies to one caller.
@@ -230,7 +233,10 @@ impl Authz {
             None if self.insecure_grpc => &self.insecure,
             // A certificate naming nothing: the default rule for non-admins.
             None => &self.other_default,
-            Some(id) => self.rule_for_identity(id),
+            Some(id) => match self.rule_for_identity(id) {
+                r if Arc::ptr_eq(r, &self.admin_default) && !caller.issued_here => &self.other_default,
+                r => r,
+            },
         };
         Grant {
             rule: Arc::clone(rule),
@@ -354,7 +360,7 @@ mod tests {
     }
 
     fn caller(id: &str) -> Caller {
-        Caller { identity: Some(id.into()), requester: format!("grpc:{id}") }
+        Caller { identity: Some(id.into()), requester: format!("grpc:{id}"), issued_here: true }
     }
 
     #[test]
@@ -369,6 +375,9 @@ mod tests {
         assert_eq!(a.grant(&caller("spiffe://corp/ops")).label(), "rule 1 (spiffe://corp/*)");
         assert_eq!(a.grant(&caller("other.internal")).label(), "default rule");
         assert_eq!(a.grant(&caller(ADMIN_IDENTITY)).label(), "default rule (admin)");
+        // The admin identity on a certificate of another (client_ca_file) CA is no admin.
+        let foreign = Caller { issued_here: false, ..caller(ADMIN_IDENTITY) };
+        assert_eq!(a.grant(&foreign).label(), "default rule");
         let dns = |s: &str| SanName::Dns(s.into());
         assert!(a.check_sign(&pay, "server", &[dns("a.pay.internal")], 0, 100).is_ok());
         let e = a.check_sign(&pay, "server", &[dns("a.other.internal")], 0, 100).unwrap_err().to_string();
@@ -397,7 +406,7 @@ mod tests {
     #[test]
     fn insecure_grpc_callers_are_the_admin() {
         let a = Authz::new(&AuthzConfig::default(), &PolicyConfig::default(), true, Arc::default()).unwrap();
-        let g = a.grant(&Caller { identity: None, requester: "grpc:127.0.0.1".into() });
+        let g = a.grant(&Caller { identity: None, requester: "grpc:127.0.0.1".into(), issued_here: false });
         assert!(a.check_admin("ListEabKeys", &g).is_ok());
     }
 

@@ -44,6 +44,11 @@ pub struct GrpcConfig {
     /// Names in the listener's self-issued certificate [default: the listener's IP and
     /// `localhost`].
     pub tls_names: Vec<String>,
+    /// A PEM bundle of other CAs whose client certificates the gRPC listener accepts
+    /// besides this CA's (a SPIRE or corporate CA). Their callers get the `[[authz.rules]]`
+    /// matching their identity, or the default rule for non-admins: the built-in admin
+    /// identity is honoured only on a certificate this CA issued.
+    pub client_ca_file: Option<std::path::PathBuf>,
     /// SignCsr per caller identity (a burst of this many, refilled over a minute) for callers
     /// whose rule sets no `max_issuance_per_minute`; 0 = unlimited. Default 600: ten a second
     /// per workload is far above what one service renews, yet one stolen credential
@@ -65,6 +70,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             insecure: false,
             tls_names: vec![],
+            client_ca_file: None,
             max_issuance_per_minute: 600,
             admin_max_issuance_per_minute: 0,
             max_tracked_identities: 50_000,

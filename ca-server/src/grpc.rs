@@ -32,18 +32,25 @@ pub fn requester<T>(req: &Request<T>) -> String {
 }
 
 /// The caller's identity (from its client certificate) and requester, for authorization.
+/// `issued_here` stays false: only [`grant`] looks the certificate up.
 pub fn caller<T>(req: &Request<T>) -> Caller {
     if let Some(id) = req.peer_certs().and_then(|chain| chain.first().and_then(|leaf| cert_identity(leaf))) {
-        return Caller { requester: format!("grpc:{id}"), identity: Some(id) };
+        return Caller { requester: format!("grpc:{id}"), identity: Some(id), issued_here: false };
     }
     let requester =
         req.remote_addr().map_or_else(|| "grpc:unknown".to_string(), |a| format!("grpc:{}", a.ip()));
-    Caller { identity: None, requester }
+    Caller { identity: None, requester, issued_here: false }
 }
 
-/// The rule that applies to the caller of `req`.
+/// The rule that applies to the caller of `req`. A certificate naming the admin identity
+/// is looked up in the store (one read, admin calls only): it must be this CA's own.
 pub fn grant<T>(app: &App, req: &Request<T>) -> (Grant, String) {
-    let c = caller(req);
+    let mut c = caller(req);
+    if c.identity.as_deref() == Some(crate::credential::ADMIN_IDENTITY) {
+        let leaf = req.peer_certs().and_then(|chain| chain.first().cloned());
+        c.issued_here =
+            leaf.is_some_and(|l| matches!(crate::tls_revocation::recorded(&app.store, &l), Ok(Some(_))));
+    }
     (app.authz.grant(&c), c.requester)
 }
 

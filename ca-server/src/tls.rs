@@ -145,23 +145,28 @@ pub async fn grpc_server_config(
 ) -> Result<Arc<rustls::ServerConfig>, AppError> {
     let names = if cfg.tls_names.is_empty() { default_names(bound) } else { cfg.tls_names.clone() };
     let resolver = self_issued_resolver(app, names, "ca-server:grpc-tls", "grpc", shutdown).await?;
-    // Trust anchors: the root, and the issuing CA too, so a client that sends only its
-    // leaf (`openssl s_client -cert`, which sends the first certificate of the file) is
-    // verified as well as one that sends leaf and issuing CA. Both are this CA's own.
-    // Every issuer known at start (credentials of an older generation stay valid; later
-    // generations' clients are verified through the root, their chains carry the rest).
-    let issuers = app.authority.issuers();
+    // Trust anchors: this CA's root and the `[grpc] client_ca_file` bundle. The issuing
+    // CAs are not anchors: the verifier hands every generation to the chain check as an
+    // intermediate at each handshake, so a client that sends only its leaf (`openssl
+    // s_client -cert` sends the file's first certificate) is verified, including one whose
+    // issuer a `ca rotate` added after the start.
+    let root = app.authority.ca().root_der.clone();
+    let mut anchors = vec![CertificateDer::from(root)];
+    if let Some(path) = &cfg.client_ca_file {
+        anchors.extend(client_ca_bundle(path)?);
+    }
     let mut roots = rustls::RootCertStore::empty();
-    let root = issuers.first().map(|ca| ca.root_der.clone()).unwrap_or_default();
-    for der in std::iter::once(&root).chain(issuers.iter().map(|ca| &ca.cert_der)) {
-        roots
-            .add(CertificateDer::from(der.clone()))
-            .map_err(|e| AppError::Config(format!("gRPC TLS trust anchor: {e}")))?;
+    for der in anchors {
+        roots.add(der).map_err(|e| AppError::Config(format!("gRPC TLS trust anchor: {e}")))?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| AppError::Config(format!("gRPC TLS client verifier: {e}")))?;
-    let verifier = Arc::new(crate::tls_revocation::RevocationAwareVerifier::new(verifier, app.store.clone()));
+    let verifier = Arc::new(crate::tls_revocation::RevocationAwareVerifier::new(
+        verifier,
+        app.store.clone(),
+        Arc::clone(&app.authority),
+    ));
     let mut sc = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| AppError::Config(format!("TLS: {e}")))?
@@ -169,6 +174,22 @@ pub async fn grpc_server_config(
         .with_cert_resolver(resolver);
     sc.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(sc))
+}
+
+/// The certificates of a PEM bundle, refused (naming the file) when it holds none.
+fn client_ca_bundle(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, AppError> {
+    let what = |e: String| AppError::Config(format!("[grpc] client_ca_file {}: {e}", path.display()));
+    let text = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+    let certs: Vec<_> = pem::parse_many(&text)
+        .map_err(|e| what(e.to_string()))?
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| CertificateDer::from(p.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        return Err(what("no CERTIFICATE in it".into()));
+    }
+    Ok(certs)
 }
 
 /// A gRPC connection: TLS over the write-coalescing adapter over TCP (see [`accept_tls`]).

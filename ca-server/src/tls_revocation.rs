@@ -1,6 +1,10 @@
-//! Client certificates that this CA revoked are refused at the gRPC TLS handshake.
+//! Client certificates that this CA revoked are refused at the gRPC TLS handshake, and
+//! certificates of every issuing-CA generation are verified, including one added after
+//! the start.
 //!
-//! The chain check stays rustls's (`WebPkiClientVerifier`); this wrapper adds one look-up
+//! The chain check stays rustls's (`WebPkiClientVerifier`, anchored at the root and any
+//! client-CA bundle); this wrapper gives it the issuing CAs known at each handshake as
+//! intermediates (beside whatever the client sent), then adds one look-up
 //! in the store after it: a leaf whose serial this CA recorded (the same certificate,
 //! byte for byte, so a certificate from a configured client-CA bundle with a colliding
 //! serial is not affected) and revoked fails with `certificate_revoked`. The store is the
@@ -10,41 +14,36 @@
 use std::sync::Arc;
 
 use ca_core::Serial;
-use ca_storage::EventStore;
+use ca_core::issue::Authority;
+use ca_storage::{CertRecord, EventStore, StoreError};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
-#[derive(Debug)]
 pub struct RevocationAwareVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    store: StoreHandle,
+    store: EventStore,
+    authority: Arc<Authority>,
 }
 
-/// `EventStore` is not `Debug`; the verifier must be.
-struct StoreHandle(EventStore);
-
-impl std::fmt::Debug for StoreHandle {
+/// By hand: neither the store nor the authority is `Debug`; a verifier must be.
+impl std::fmt::Debug for RevocationAwareVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EventStore")
+        f.debug_struct("RevocationAwareVerifier").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
 impl RevocationAwareVerifier {
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, store: EventStore) -> Self {
-        RevocationAwareVerifier { inner, store: StoreHandle(store) }
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, store: EventStore, authority: Arc<Authority>) -> Self {
+        RevocationAwareVerifier { inner, store, authority }
     }
 
     /// `Err` when `leaf` is a certificate of ours that is revoked.
     fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), Error> {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
-            return Ok(()); // the chain check already accepted it; nothing of ours to look up
-        };
-        let Ok(serial) = Serial::from_bytes(cert.raw_serial()) else { return Ok(()) };
-        match self.store.0.cert(&serial) {
-            Ok(Some(rec)) if rec.issued.certificate_der == leaf.as_ref() && rec.revoked.is_some() => {
-                tracing::info!(serial = %serial.to_hex(), "refused a revoked client certificate");
+        match recorded(&self.store, leaf) {
+            Ok(Some(rec)) if rec.revoked.is_some() => {
+                tracing::info!(serial = %rec.issued.serial.to_hex(), "refused a revoked client certificate");
                 Err(Error::InvalidCertificate(CertificateError::Revoked))
             }
             Ok(_) => Ok(()),
@@ -55,6 +54,14 @@ impl RevocationAwareVerifier {
             }
         }
     }
+}
+
+/// This CA's record of `leaf`, when it issued exactly this certificate (same serial and
+/// the same bytes, so another CA's certificate with a colliding serial is not ours).
+pub fn recorded(store: &EventStore, leaf: &[u8]) -> Result<Option<CertRecord>, StoreError> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return Ok(None) };
+    let Ok(serial) = Serial::from_bytes(cert.raw_serial()) else { return Ok(None) };
+    Ok(store.cert(&serial)?.filter(|rec| rec.issued.certificate_der == leaf))
 }
 
 impl ClientCertVerifier for RevocationAwareVerifier {
@@ -76,7 +83,10 @@ impl ClientCertVerifier for RevocationAwareVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let issuers = self.authority.issuers();
+        let mut all: Vec<CertificateDer<'_>> = intermediates.to_vec();
+        all.extend(issuers.iter().map(|ca| CertificateDer::from(ca.cert_der.as_slice())));
+        let ok = self.inner.verify_client_cert(end_entity, &all, now)?;
         self.check(end_entity)?;
         Ok(ok)
     }

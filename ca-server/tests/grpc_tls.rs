@@ -45,28 +45,85 @@ async fn a_client_without_a_certificate_is_refused() {
     server.client().await.sign_csr(sign_request()).await.expect("admin credential");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_certificate_from_another_ca_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"));
-
+/// A self-signed CA that is not this server's.
+fn foreign_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Some Other CA");
-    let other_ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["admin.ca-server.internal".to_string()]).unwrap();
-    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let leaf = leaf_params.signed_by(&leaf_key, &other_ca).unwrap();
-    let chain = format!("{}{}", leaf.pem(), other_ca.pem());
+    rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap()
+}
 
+/// A client identity (leaf and CA, key) for `san` from `ca`.
+fn foreign_identity(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, san: rcgen::SanType) -> Identity {
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![san];
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, ca).unwrap();
+    Identity::from_pem(format!("{}{}", leaf.pem(), ca.pem()), leaf_key.serialize_pem())
+}
+
+fn dns(name: &str) -> rcgen::SanType {
+    rcgen::SanType::DnsName(name.try_into().unwrap())
+}
+
+fn uri(u: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(u.try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_another_ca_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let other_ca = foreign_ca();
     let before = next_seq(&server);
-    let tls = server.ca_only_tls().identity(Identity::from_pem(chain, leaf_key.serialize_pem()));
+    let tls = server.ca_only_tls().identity(foreign_identity(&other_ca, dns("admin.ca-server.internal")));
     let err = first_rpc(&server, tls).await.expect_err("a foreign client certificate");
     eprintln!("refused: {err}");
     assert_eq!(next_seq(&server), before, "nothing was issued");
+}
+
+/// `[grpc] client_ca_file`: that CA's callers get in under their identity's rule, but the
+/// admin identity on one of its certificates is not the admin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_client_ca_is_trusted_but_cannot_mint_the_admin() {
+    use ca_proto::v1::ListIssuersRequest;
+    use ca_proto::v1::ca_admin_client::CaAdminClient;
+    let tmp = tempfile::tempdir().unwrap();
+    let other_ca = foreign_ca();
+    let bundle = tmp.path().join("client-cas.pem");
+    std::fs::write(&bundle, other_ca.pem()).unwrap();
+    let config = tmp.path().join("ca.toml");
+    std::fs::write(&config, format!("[grpc]\nclient_ca_file = {:?}\n", bundle.display().to_string()))
+        .unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let connect = async |id: Identity| {
+        Endpoint::from_shared(server.grpc.clone())
+            .unwrap()
+            .tls_config(server.ca_only_tls().identity(id))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the bundle's CA is trusted")
+    };
+
+    let ch = connect(foreign_identity(&other_ca, uri("spiffe://corp/build"))).await;
+    let mut build = CertificateAuthorityClient::new(ch.clone());
+    let r = build.sign_csr(sign_request()).await.expect("the default rule").into_inner();
+    let info = build.get_certificate(GetCertificateRequest { serial: r.serial }).await.unwrap().into_inner();
+    assert_eq!(info.certificate.unwrap().requester, "grpc:spiffe://corp/build");
+    let denied = CaAdminClient::new(ch).list_issuers(ListIssuersRequest {}).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+
+    // The admin's own identity, minted by the other CA.
+    let ch = connect(foreign_identity(&other_ca, uri("spiffe://ca-server/admin"))).await;
+    let denied = CaAdminClient::new(ch).list_issuers(ListIssuersRequest {}).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("spiffe://ca-server/admin (default rule)"), "{denied:?}");
+    // ...while the real admin credential is the admin.
+    let ch = server.channel().await;
+    CaAdminClient::new(ch).list_issuers(ListIssuersRequest {}).await.expect("the admin credential");
 }
 
 #[tokio::test(flavor = "multi_thread")]

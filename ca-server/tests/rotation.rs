@@ -77,6 +77,36 @@ async fn sign(server: &Server, host: &str) -> Issued {
     Issued { serial: r.serial, leaf: r.certificate_der, chain: r.chain_der }
 }
 
+/// A client credential of the issuer a rotation just added, presented as its leaf alone
+/// (as `openssl s_client -cert` does), is accepted by the running server's gRPC listener.
+async fn new_generation_client_leaf_is_accepted(server: &Server) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["worker.example.internal".to_string()]).unwrap();
+    let csr = params.serialize_request(&key).unwrap().der().to_vec();
+    let r = server
+        .client()
+        .await
+        .sign_csr(SignCsrRequest { csr, profile: "client".into(), validity_seconds: 0 })
+        .await
+        .expect("a client credential")
+        .into_inner();
+    let leaf = ca_core::ca::der_to_pem(&r.certificate_der);
+    let tls = server.ca_only_tls().identity(tonic::transport::Identity::from_pem(leaf, key.serialize_pem()));
+    let ch = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect with the leaf alone");
+    let got = ca_proto::v1::certificate_authority_client::CertificateAuthorityClient::new(ch)
+        .get_certificate(GetCertificateRequest { serial: r.serial })
+        .await
+        .expect("the new generation's client certificate is trusted without a restart")
+        .into_inner();
+    assert_eq!(got.certificate.unwrap().requester, "grpc:spiffe://ca-server/admin");
+}
+
 fn pem_of(ders: &[Vec<u8>]) -> String {
     ders.iter().map(|d| ca_core::ca::der_to_pem(d)).collect()
 }
@@ -222,6 +252,7 @@ async fn rotate_with_the_root_key_on_the_server() {
 
     let new = sign(&env.server, "after.example.internal").await;
     assert_ne!(new.chain[0], old.chain[0], "a new issuing CA signed it");
+    new_generation_client_leaf_is_accepted(&env.server).await;
     assert_eq!(new.chain[1], old.chain[1], "same root");
     let (old_crl, old_ocsp) = urls(&old.leaf);
     let (new_crl, new_ocsp) = urls(&new.leaf);
