@@ -27,6 +27,7 @@ pub enum Event {
     EabKeyRevoked(EabKeyRevoked),
     RenewalWindowSet(RenewalWindowSet),
     IssuingCaRotated(IssuingCaRotated),
+    AccessDenials(AccessDenials),
 }
 
 impl Event {
@@ -51,6 +52,7 @@ impl Event {
             Event::EabKeyRevoked(_) => "eab_key_revoked",
             Event::RenewalWindowSet(_) => "renewal_window_set",
             Event::IssuingCaRotated(_) => "issuing_ca_rotated",
+            Event::AccessDenials(_) => "access_denials",
         }
     }
 }
@@ -104,6 +106,33 @@ pub struct IssuingCaRotated {
     pub generation: u32,
     pub certificate_der: Vec<u8>,
     pub key_ref: String,
+}
+
+/// The authorization denials of one window, counted: the audit trail of refused calls in a
+/// form a caller cannot use to grow the log without bound (at most one record per window,
+/// at most [`AccessDenials::MAX_ENTRIES`] entries; the rest only counted in `others`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDenials {
+    pub window_start: UnixSeconds,
+    pub window_end: UnixSeconds,
+    pub entries: Vec<DenialCount>,
+    /// Denials beyond the entries kept.
+    pub others: u64,
+}
+
+impl AccessDenials {
+    pub const MAX_ENTRIES: usize = 32;
+    /// Longest identity or rule label kept (longer ones are cut at a char boundary).
+    pub const MAX_TEXT: usize = 256;
+}
+
+/// How often `identity` was refused `method` under `rule` in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialCount {
+    pub identity: String,
+    pub rule: String,
+    pub method: String,
+    pub count: u64,
 }
 
 /// RFC 5280 CRLReason (5.3.1). Code 7 is unused by the RFC and rejected.

@@ -38,6 +38,8 @@ pub enum IndexEvent {
     },
     /// An ACME event: the objects it belongs to.
     Acme(Vec<AcmeKey>),
+    /// An audit record no projection reads.
+    Audit,
 }
 
 impl IndexEvent {
@@ -62,6 +64,7 @@ impl IndexEvent {
                 issuer: c.issuer_generation,
             },
             Event::IssuingCaRotated(r) => IndexEvent::IssuingCaRotated { generation: r.generation },
+            Event::AccessDenials(_) => IndexEvent::Audit,
             Event::AccountRegistered(_)
             | Event::AccountUpdated(_)
             | Event::AccountKeyChanged(_)
@@ -137,7 +140,7 @@ impl Inventory {
 
     fn apply_index(&mut self, seq: u64, ix: IndexEvent) {
         match ix {
-            IndexEvent::CaInitialized => {}
+            IndexEvent::CaInitialized | IndexEvent::Audit => {}
             IndexEvent::CertificateIssued { serial, not_after, issuer } => {
                 self.certs.insert(serial.clone(), CertEntry { seq, not_after, issuer });
                 self.expiry.insert((not_after, serial));

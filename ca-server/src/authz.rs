@@ -8,9 +8,10 @@
 //! revoke what it requested itself, and read, but not call admin RPCs. With
 //! `--insecure-grpc` there is no identity and every caller is treated as the admin.
 //!
-//! A denial is `PERMISSION_DENIED`, counted in `ca_authz_denied_total{method}` and logged at
-//! WARN at most once per identity per [`LOG_EVERY`] (with the number suppressed). Denials
-//! are not written to the event log: a caller could otherwise grow it without bound.
+//! A denial is `PERMISSION_DENIED`, counted in `ca_authz_denied_total{method}`, logged at
+//! WARN at most once per identity per [`LOG_EVERY`] (with the number suppressed), and
+//! counted into the window's `AccessDenials` record (`denials.rs`): one bounded record per
+//! window, never one per denial, so a caller cannot grow the log without bound.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,11 +31,19 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 const MAX_TRACKED: usize = 4096;
 
 /// `[authz]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthzConfig {
     /// Tried in order; the first whose `identity` matches decides.
     pub rules: Vec<AuthzRule>,
+    /// The window of the `AccessDenials` summary records (seconds, at least 1; default 60).
+    pub denial_summary_secs: u64,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        AuthzConfig { rules: vec![], denial_summary_secs: 60 }
+    }
 }
 
 /// What revocations a rule allows.
@@ -163,6 +172,7 @@ pub struct Authz {
     insecure_grpc: bool,
     metrics: Arc<Metrics>,
     log: Mutex<HashMap<String, LogState>>,
+    denials: crate::denials::DenialLedger,
 }
 
 impl Authz {
@@ -216,6 +226,7 @@ impl Authz {
             insecure_grpc,
             metrics,
             log: Mutex::new(HashMap::new()),
+            denials: crate::denials::DenialLedger::default(),
         })
     }
 
@@ -225,6 +236,11 @@ impl Authz {
         } else {
             &self.other_default
         })
+    }
+
+    /// The denials of the open summary window.
+    pub fn denials(&self) -> &crate::denials::DenialLedger {
+        &self.denials
     }
 
     /// The rule that applies to `caller`.
@@ -249,6 +265,7 @@ impl Authz {
     fn deny(&self, method: &'static str, g: &Grant, what: String) -> AppError {
         let message = format!("{} ({}) may not {what}", g.who, g.rule.label);
         self.metrics.authz_denied(method);
+        self.denials.record(&g.who, &g.rule.label, method);
         let now = Instant::now();
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.len() >= MAX_TRACKED && !log.contains_key(&g.who) {

@@ -309,5 +309,6 @@ fn kind_name(k: &event::Kind) -> &'static str {
         event::Kind::EabKeyRevoked(_) => "eab_key_revoked",
         event::Kind::RenewalWindowSet(_) => "renewal_window_set",
         event::Kind::IssuingCaRotated(_) => "issuing_ca_rotated",
+        event::Kind::AccessDenials(_) => "access_denials",
     }
 }

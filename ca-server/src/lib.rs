@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod denials;
 pub mod error;
 pub mod grpc;
 pub mod grpc_conn;

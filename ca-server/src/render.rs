@@ -116,6 +116,18 @@ pub fn event_json(e: &Event) -> Value {
             "key_ref": r.key_ref,
             "certificate_sha256": sha256_hex(&r.certificate_der),
         }),
+        Event::AccessDenials(d) => json!({
+            "kind": e.kind(),
+            "window_start": d.window_start,
+            "window_end": d.window_end,
+            "entries": d.entries.iter().map(|c| json!({
+                "identity": c.identity,
+                "rule": c.rule,
+                "method": c.method,
+                "count": c.count,
+            })).collect::<Vec<_>>(),
+            "others": d.others,
+        }),
     }
 }
 

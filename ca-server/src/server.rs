@@ -55,6 +55,7 @@ impl Running {
             }
             Err(_) => tracing::warn!(secs = DRAIN_TIMEOUT.as_secs(), "drain timed out; closing open streams"),
         }
+        crate::denials::flush(&self.app).await;
         self.app.store.flush()?;
         Ok(())
     }
@@ -118,6 +119,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let mut tasks = Vec::new();
     app.revocation.start(app.pool.clone(), rx.clone()).await?;
     crate::issuer_life::start(app.clone(), rx.clone());
+    let window = std::time::Duration::from_secs(config.authz.denial_summary_secs.max(1));
+    crate::denials::start(app.clone(), window, rx.clone());
 
     let (acme_addr, acme) = match acme_listener {
         Some(l) => {

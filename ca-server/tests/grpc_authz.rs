@@ -212,3 +212,66 @@ async fn a_revoked_credential_is_refused_at_the_handshake() {
     assert_eq!(next_seq(&server), before, "nothing was issued to the revoked credential");
     admin.sign_csr(sign(&["svc.example.internal"], "")).await.expect("the admin still works");
 }
+
+/// Denials reach the event log as `AccessDenials` summaries: every denial counted, but at
+/// most one record per `[authz] denial_summary_secs` window however many calls were refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn denials_are_counted_into_one_bounded_record_per_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, format!("[authz]\ndenial_summary_secs = 1\n{RULES}")).unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]);
+    let creds = tmp.path().join("creds");
+    let pay = issue_credential(&server, &creds, "payments-api", Some(PAY_ID));
+    let w = CertificateAuthorityClient::new(channel_as(&server, pay).await);
+
+    let started = std::time::Instant::now();
+    const REFUSED: usize = 300;
+    let calls = (0..REFUSED).map(|_| {
+        let mut w = w.clone();
+        async move { w.sign_csr(sign(&["api.billing.internal"], "server")).await.unwrap_err().code() }
+    });
+    let codes = futures::future::join_all(calls).await;
+    assert!(codes.iter().all(|c| *c == Code::PermissionDenied), "{codes:?}");
+    let theirs = server
+        .client()
+        .await
+        .sign_csr(sign(&["web.payments.internal"], "server"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = w
+        .clone()
+        .revoke(RevokeRequest { serial: theirs.serial, reason: 0, invalidity_date_unix: 0 })
+        .await
+        .expect_err("revoke = own, and not its certificate");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let elapsed = started.elapsed().as_secs();
+    assert!(server.stop().success());
+
+    let (ok, out) = run(Command::new(BIN).args(["events", "--data-dir"]).arg(&data));
+    assert!(ok, "{out}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"]["kind"] == "access_denials")
+        .collect();
+    assert!(!records.is_empty(), "no access_denials record: {out}");
+    assert!(records.len() as u64 <= elapsed + 2, "{} records in {elapsed} s", records.len());
+    let mut counted = std::collections::BTreeMap::new();
+    for r in &records {
+        let entries = r["event"]["entries"].as_array().unwrap();
+        assert!(entries.len() <= 32, "{r}");
+        for e in entries {
+            assert_eq!(e["identity"], PAY_ID, "{e}");
+            assert_eq!(e["rule"], "rule 0 (spiffe://corp.internal/ns/payments/*)", "{e}");
+            *counted.entry(e["method"].as_str().unwrap().to_string()).or_insert(0) +=
+                e["count"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(counted.get("SignCsr"), Some(&(REFUSED as u64)), "{records:?}");
+    assert_eq!(counted.get("Revoke"), Some(&1), "{records:?}");
+}

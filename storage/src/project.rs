@@ -119,6 +119,7 @@ impl ProjBatch {
     pub(crate) fn apply(&mut self, st: &mut ProjState, seq: u64, event: &IndexEvent) {
         match event {
             IndexEvent::CaInitialized => st.ca_seq = Some(seq),
+            IndexEvent::Audit => {}
             IndexEvent::CertificateIssued { serial, not_after, issuer } => {
                 let entry = CertEntry { seq, not_after: *not_after, issuer: *issuer };
                 self.certs.push((serial.as_bytes().into(), codec::cert_value(&entry).as_ref().into()));

@@ -286,6 +286,7 @@ fn scan_range(log: &sled::Tree, range: Range<u64>, part: Part) -> Result<Fold, S
     crate::project::for_each_indexed(log, range.start, range.end, |seq, event| {
         match event {
             IndexEvent::CaInitialized => fold.ca_seq = Some(seq),
+            IndexEvent::Audit => {}
             IndexEvent::CertificateIssued { serial, not_after, issuer } => {
                 if part.owns(serial.as_bytes()) {
                     fold.issued.push(Issued { serial: Key::new(&serial), seq, not_after, issuer });

@@ -91,7 +91,8 @@ pub fn keys_of(event: &Event) -> Vec<AcmeKey> {
         | Event::CertificateIssued(_)
         | Event::CertificateRevoked(_)
         | Event::CrlPublished(_)
-        | Event::IssuingCaRotated(_) => vec![],
+        | Event::IssuingCaRotated(_)
+        | Event::AccessDenials(_) => vec![],
         Event::AccountRegistered(a) => {
             vec![AcmeKey::Account(a.account_id.clone()), AcmeKey::AccountKey(a.thumbprint.clone())]
         }

@@ -428,6 +428,21 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
             certificate_der: r.certificate_der.clone(),
             key_ref: r.key_ref.clone(),
         }),
+        Event::AccessDenials(d) => Kind::AccessDenials(v1::AccessDenials {
+            window_start_unix: d.window_start,
+            window_end_unix: d.window_end,
+            entries: d
+                .entries
+                .iter()
+                .map(|c| v1::DenialCount {
+                    identity: c.identity.clone(),
+                    rule: c.rule.clone(),
+                    method: c.method.clone(),
+                    count: c.count,
+                })
+                .collect(),
+            others: d.others,
+        }),
     };
     v1::Event { kind: Some(kind) }
 }
@@ -483,6 +498,21 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
             generation: r.generation,
             certificate_der: r.certificate_der,
             key_ref: r.key_ref,
+        }),
+        Kind::AccessDenials(d) => Event::AccessDenials(dom::AccessDenials {
+            window_start: d.window_start_unix,
+            window_end: d.window_end_unix,
+            entries: d
+                .entries
+                .into_iter()
+                .map(|c| dom::DenialCount {
+                    identity: c.identity,
+                    rule: c.rule,
+                    method: c.method,
+                    count: c.count,
+                })
+                .collect(),
+            others: d.others,
         }),
     })
 }
@@ -571,9 +601,22 @@ mod tests {
             certificate_der: vec![0x30, 0],
             key_ref: "issuing-2.key".into(),
         });
-        let events = events.into_iter().chain([rotated]).chain(acme_samples(&s));
+        let denials = Event::AccessDenials(dom::AccessDenials {
+            window_start: 100,
+            window_end: 160,
+            entries: vec![dom::DenialCount {
+                identity: "spiffe://corp/w".into(),
+                rule: "default rule".into(),
+                method: "Revoke".into(),
+                count: 4,
+            }],
+            others: 9,
+        });
+        let events = events.into_iter().chain([rotated, denials]).chain(acme_samples(&s));
         for e in events {
             assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
+            // The lean index decoder agrees with the full decode on every kind.
+            assert_eq!(decode_event_index(&encode_event(&e)).unwrap(), IndexEvent::of(&e));
         }
         assert!(decode_event(&[0xff, 0xff]).is_err());
         assert!(decode_event(&[]).is_err(), "an empty event has no kind");

@@ -61,7 +61,7 @@ impl Rows {
     pub(crate) fn fold(&mut self, seq: i64, event: &ca_core::Event) {
         // The same fold as the sled projections (`project.rs`), case by case.
         match IndexEvent::of(event) {
-            IndexEvent::CaInitialized => {}
+            IndexEvent::CaInitialized | IndexEvent::Audit => {}
             IndexEvent::CertificateIssued { serial, not_after, issuer } => {
                 self.certs.insert(serial.as_bytes().to_vec(), (seq, not_after, issuer as i32));
             }

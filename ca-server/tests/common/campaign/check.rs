@@ -108,7 +108,8 @@ async fn read_log(c: &mut CertificateAuthorityClient<Channel>, head: u64) -> Res
             | Kind::EabKeyCreated(_)
             | Kind::EabKeyRevoked(_)
             | Kind::RenewalWindowSet(_)
-            | Kind::IssuingCaRotated(_) => {}
+            | Kind::IssuingCaRotated(_)
+            | Kind::AccessDenials(_) => {}
         }
     }
     Ok(f)
