@@ -410,6 +410,17 @@ fn store(out: &Path, pki: &ca::CaMaterial, leaf: &[u8]) -> Res<()> {
             certificate_der: pki.intermediate_der.clone(),
             key_ref: "issuing-1.key".into(),
         }),
+        Event::AccessDenials(AccessDenials {
+            window_start: 1_791_000_000,
+            window_end: 1_791_000_060,
+            entries: vec![DenialCount {
+                identity: "spiffe://corp/ns/pay/api".into(),
+                rule: "rule 0 (spiffe://corp/ns/pay/*)".into(),
+                method: "SignCsr".into(),
+                count: 3,
+            }],
+            others: 1,
+        }),
     ];
     let dir = tempfile::tempdir()?;
     let st = ca_storage::EventStore::open(dir.path())?;
