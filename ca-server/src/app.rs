@@ -86,7 +86,9 @@ pub fn open_store_for(config: &Config, opts: ca_storage::StoreOptions) -> Result
     fs::create_dir_all(dir)?;
     let instance = config.storage.instance.clone().unwrap_or_else(|| {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{} (gRPC {})", host.trim(), config.grpc_addr)
+        // The pid keeps two processes of one host and config apart: the lease row treats
+        // its own name as a restart of itself, so names must differ between instances.
+        format!("{} pid {} (gRPC {})", host.trim(), std::process::id(), config.grpc_addr)
     });
     let mut pg = ca_storage::PgOptions::new(url.clone(), instance);
     if let Some(ms) = config.storage.lease_ttl_ms {

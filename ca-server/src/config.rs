@@ -91,8 +91,9 @@ pub struct StorageConfig {
     /// How long the writer lease lasts without renewal: another instance takes over this
     /// long after the writer was last heard from (default 3000).
     pub lease_ttl_ms: Option<u64>,
-    /// How other instances name this one when it is the writer (default: host name and
-    /// gRPC address).
+    /// How other instances name this one when it is the writer (default: host name, pid
+    /// and gRPC address). Must differ between instances: the lease treats a row naming
+    /// this instance as its own, left by a restart, and takes it back at once.
     pub instance: Option<String>,
     /// Also `fdatasync` the log after each group-commit flush, so acknowledged events survive
     /// power loss, not only a process crash (see ARCHITECTURE.md). Costs one device flush

@@ -83,7 +83,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let public_url = config.public_url(http_addr);
 
     let dir = config.data_dir.clone();
-    let cfg = config.clone();
+    // The bound address, so the default instance name (PostgreSQL's lease holder, named in
+    // other instances' UNAVAILABLE answers) says where this instance listens.
+    let cfg = Config { grpc_addr, ..config.clone() };
     let (store, issuers, created) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let opts = ca_storage::StoreOptions::default()
             .fsync_each_batch(cfg.storage.fsync_each_batch)

@@ -1,0 +1,142 @@
+//! Two ca-server instances on one PostgreSQL database (issue 13's first failover step):
+//! the writer issues, the follower serves reads, OCSP and WatchEvents and answers SignCsr
+//! with UNAVAILABLE naming the writer; after a `kill -9` of the writer the follower takes
+//! the lease and issues, every acknowledged certificate is there, the subscriber saw a
+//! gap-free chain and `audit verify` on the database passes. Plaintext gRPC: a follower
+//! cannot yet self-issue its TLS listener certificate (that append needs the writer).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
+
+mod common;
+#[path = "../../storage/tests/common/pg.rs"]
+mod pg;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ca_proto::v1::{GetCertificateRequest, SignCsrRequest, WatchEventsRequest};
+use common::*;
+
+fn sign_request(host: &str) -> SignCsrRequest {
+    SignCsrRequest { csr: csr_for(&[host]), profile: String::new(), validity_seconds: 0 }
+}
+
+/// The second instance's data dir: the first one's keys and certificates, no log.
+fn copy_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for e in std::fs::read_dir(from.join("keys")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join("keys").join(e.file_name())).unwrap();
+    }
+    for f in ["root.pem", "intermediate.pem", "chain.pem", "admin.pem", "admin.key"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_over_after_kill9() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    let args = ["--storage-url", url.as_str(), "--insecure-grpc", "--config", cfg.to_str().unwrap()];
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = Server::start_with(&dir_a, &args);
+    copy_keys(&dir_a, &dir_b);
+    let b = Server::start_with(&dir_b, &args);
+    assert!(!dir_b.join("log").exists(), "the follower keeps no sled log of its own");
+
+    // A subscriber on the follower, from the start of the log.
+    let mut watch =
+        b.client().await.watch_events(WatchEventsRequest { from_seq: 0 }).await.unwrap().into_inner();
+
+    // The writer issues; the follower refuses, naming it.
+    let mut ca = a.client().await;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        acked.push(ca.sign_csr(sign_request(&format!("w{i}.example.internal"))).await.unwrap().into_inner());
+    }
+    let mut fb = b.client().await;
+    let err = fb.sign_csr(sign_request("refused.example.internal")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let a_addr = a.grpc.trim_start_matches("http://");
+    assert!(err.message().contains("not the writer") && err.message().contains(a_addr), "{err:?}");
+
+    // The follower serves what the writer acknowledged, and OCSP for it.
+    let last = acked.last().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fb.get_certificate(GetCertificateRequest { serial: last.serial.clone() }).await.is_err() {
+        assert!(Instant::now() < deadline, "the follower never saw the writer's last certificate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let work = tmp.path();
+    std::fs::write(work.join("leaf.pem"), &last.certificate_pem).unwrap();
+    let (ok, out) = openssl(
+        &[
+            "ocsp",
+            "-issuer",
+            dir_a.join("intermediate.pem").to_str().unwrap(),
+            "-cert",
+            "leaf.pem",
+            "-url",
+            &format!("http://{}/ocsp", b.http),
+            "-CAfile",
+            dir_a.join("root.pem").to_str().unwrap(),
+        ],
+        work,
+    );
+    assert!(ok && out.contains("leaf.pem: good"), "OCSP from the follower: {out}");
+
+    // kill -9 the writer: the follower takes the lease and issues.
+    a.kill9();
+    let killed = Instant::now();
+    let taken = loop {
+        match fb.sign_csr(sign_request("after.example.internal")).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(killed.elapsed() < Duration::from_secs(15), "no takeover: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    eprintln!("takeover: the follower issued {} ms after the kill -9", killed.elapsed().as_millis());
+    acked.push(taken);
+    for r in &acked {
+        let got = fb
+            .get_certificate(GetCertificateRequest { serial: r.serial.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.certificate.unwrap().serial, r.serial);
+    }
+
+    // The subscriber saw every record once, in order, each naming its predecessor's hash.
+    let head = next_seq(&b);
+    let mut prev = vec![0u8; 32];
+    for seq in 0..head {
+        let rec =
+            tokio::time::timeout(Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!((rec.seq, &rec.prev_hash), (seq, &prev), "gap-free and chained");
+        prev = rec.hash;
+    }
+
+    // The first instance restarts as a follower and names the new writer.
+    let a = Server::start_with(&dir_a, &args);
+    let err = a.client().await.sign_csr(sign_request("refused2.example.internal")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(b.grpc.trim_start_matches("http://")), "{err:?}");
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+
+    let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--storage-url", &url]));
+    assert!(ok && out.contains(&format!("ok: {head} records")), "audit verify: {out}");
+}
