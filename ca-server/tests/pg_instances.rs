@@ -109,6 +109,11 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
         }
     };
     eprintln!("takeover: the follower issued {} ms after the kill -9", killed.elapsed().as_millis());
+    // The lease row names the follower now, under a later epoch.
+    let lease = db.sql("ca", "SELECT epoch, holder FROM ca_lease WHERE id = 1");
+    let (epoch, holder) = lease.split_once('|').unwrap();
+    assert!(epoch.parse::<u64>().unwrap() >= 2, "{lease}");
+    assert!(holder.contains(b.grpc.trim_start_matches("http://")), "{lease}");
     acked.push(taken);
     for r in &acked {
         let got = fb
