@@ -90,7 +90,10 @@ pub fn open_store_for(config: &Config, opts: ca_storage::StoreOptions) -> Result
         // its own name as a restart of itself, so names must differ between instances.
         format!("{} pid {} (gRPC {})", host.trim(), std::process::id(), config.grpc_addr)
     });
-    let mut pg = ca_storage::PgOptions::new(url.clone(), instance);
+    let scheme = if config.grpc.insecure { "http" } else { "https" };
+    let grpc_url =
+        config.storage.grpc_url.clone().unwrap_or_else(|| format!("{scheme}://{}", config.grpc_addr));
+    let mut pg = ca_storage::PgOptions::new(url.clone(), instance).grpc_url(grpc_url);
     if let Some(ms) = config.storage.lease_ttl_ms {
         pg = pg.lease_ttl(std::time::Duration::from_millis(ms.max(100)));
     }

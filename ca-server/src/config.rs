@@ -91,6 +91,10 @@ pub struct StorageConfig {
     /// How long the writer lease lasts without renewal: another instance takes over this
     /// long after the writer was last heard from (default 3000).
     pub lease_ttl_ms: Option<u64>,
+    /// The gRPC URL other instances reach this one at while it writes (they have it issue
+    /// their listener certificates); default `https://<bound gRPC address>` (`http://`
+    /// with `--insecure-grpc`), so set it when binding 0.0.0.0.
+    pub grpc_url: Option<String>,
     /// How other instances name this one when it is the writer (default: host name, pid
     /// and gRPC address). Must differ between instances: the lease treats a row naming
     /// this instance as its own, left by a restart, and takes it back at once.
@@ -125,6 +129,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("lease_ttl_ms", &self.lease_ttl_ms)
             .field("instance", &self.instance)
+            .field("grpc_url", &self.grpc_url)
             .field("fsync_each_batch", &self.fsync_each_batch)
             .field("cache_mb", &self.cache_mb)
             .field("min_free_mb", &self.min_free_mb)

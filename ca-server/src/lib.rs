@@ -10,6 +10,7 @@ pub mod config;
 pub mod credential;
 pub mod denials;
 pub mod error;
+pub mod forward;
 pub mod grpc;
 pub mod grpc_conn;
 pub mod grpc_limits;

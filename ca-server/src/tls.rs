@@ -54,13 +54,28 @@ pub fn certified(
 }
 
 /// Issue a listener certificate for `names` through the shared issuance path (so it is in
-/// the log), recorded with `requester`; returns it and when it should be renewed.
+/// the log), recorded with `requester`; returns it and when it should be renewed. An
+/// instance that does not write has the writer issue it (`forward.rs`).
 async fn self_issue(
     app: &Arc<App>,
     names: &[String],
     requester: &'static str,
 ) -> Result<(CertifiedKey, i64), AppError> {
     let (key, csr) = ca_core::csr::self_request(names)?;
+    let url = match crate::forward::signer(app).await? {
+        crate::forward::Signer::Here => None,
+        crate::forward::Signer::Writer(url) => Some(url),
+    };
+    if let Some(url) = url {
+        let (der, issuer) = crate::forward::sign_at_writer(app, &url, csr).await?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| AppError::Internal(format!("the writer's listener certificate: {e}")))?;
+        let (nb, na) = (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp());
+        tracing::info!(listener = requester, writer = %url, "listener certificate issued by the writer");
+        let chain = vec![CertificateDer::from(der), CertificateDer::from(issuer)];
+        let ck = certified(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)), requester)?;
+        return Ok((ck, nb + (na - nb) * 2 / 3));
+    }
     let issued = app
         .issue_with(
             move |authority| {

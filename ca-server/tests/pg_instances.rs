@@ -2,8 +2,8 @@
 //! the writer issues, the follower serves reads, OCSP and WatchEvents and answers SignCsr
 //! with UNAVAILABLE naming the writer; after a `kill -9` of the writer the follower takes
 //! the lease and issues, every acknowledged certificate is there, the subscriber saw a
-//! gap-free chain and `audit verify` on the database passes. Plaintext gRPC: a follower
-//! cannot yet self-issue its TLS listener certificate (that append needs the writer).
+//! gap-free chain and `audit verify` on the database passes. mTLS gRPC as by default: the
+//! follower's listener certificate is issued (and logged) by the writer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
 
 mod common;
@@ -19,6 +19,10 @@ use common::*;
 
 fn sign_request(host: &str) -> SignCsrRequest {
     SignCsrRequest { csr: csr_for(&[host]), profile: String::new(), validity_seconds: 0 }
+}
+
+fn addr_of(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, a)| a)
 }
 
 /// The second instance's data dir: the first one's keys and certificates, no log.
@@ -47,7 +51,7 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("ca.toml");
     std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
-    let args = ["--storage-url", url.as_str(), "--insecure-grpc", "--config", cfg.to_str().unwrap()];
+    let args = ["--storage-url", url.as_str(), "--config", cfg.to_str().unwrap()];
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
     let a = Server::start_with(&dir_a, &args);
     copy_keys(&dir_a, &dir_b);
@@ -67,8 +71,16 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
     let mut fb = b.client().await;
     let err = fb.sign_csr(sign_request("refused.example.internal")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    let a_addr = a.grpc.trim_start_matches("http://");
+    let a_addr = addr_of(&a.grpc);
     assert!(err.message().contains("not the writer") && err.message().contains(a_addr), "{err:?}");
+
+    // Both listener certificates are in the log: the writer's own, and the follower's,
+    // which the writer issued for it over gRPC as the admin.
+    let all = list_all(&mut ca, 100, 0).await;
+    let listeners: Vec<_> = all.iter().filter(|c| c.names.iter().any(|n| n == "localhost")).collect();
+    assert_eq!(listeners.len(), 2, "{listeners:?}");
+    assert!(listeners.iter().any(|c| c.requester == "ca-server:grpc-tls"), "{listeners:?}");
+    assert!(listeners.iter().any(|c| c.requester == "grpc:spiffe://ca-server/admin"), "{listeners:?}");
 
     // The follower serves what the writer acknowledged, and OCSP for it.
     let last = acked.last().unwrap().clone();
@@ -113,7 +125,7 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
     let lease = db.sql("ca", "SELECT epoch, holder FROM ca_lease WHERE id = 1");
     let (epoch, holder) = lease.split_once('|').unwrap();
     assert!(epoch.parse::<u64>().unwrap() >= 2, "{lease}");
-    assert!(holder.contains(b.grpc.trim_start_matches("http://")), "{lease}");
+    assert!(holder.contains(addr_of(&b.grpc)), "{lease}");
     acked.push(taken);
     for r in &acked {
         let got = fb
@@ -138,10 +150,18 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
     let a = Server::start_with(&dir_a, &args);
     let err = a.client().await.sign_csr(sign_request("refused2.example.internal")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    assert!(err.message().contains(b.grpc.trim_start_matches("http://")), "{err:?}");
+    assert!(err.message().contains(addr_of(&b.grpc)), "{err:?}");
     assert!(a.stop().success());
     assert!(b.stop().success());
 
     let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--storage-url", &url]));
-    assert!(ok && out.contains(&format!("ok: {head} records")), "audit verify: {out}");
+    // The restarted instance's listener certificate (and any CRL the new writer published)
+    // came after `head`.
+    let records: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ok: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("audit verify: {out}"));
+    assert!(ok && records > head, "audit verify: {out} (head was {head})");
 }

@@ -543,6 +543,12 @@ impl EventStore {
         self.inner.pg.get().map(crate::pg::Node::staleness)
     }
 
+    /// For a shared store's follower: the writer's gRPC URL, when the writer recorded one
+    /// (`None` for the embedded store, for the writer itself, or while no one writes).
+    pub fn writer_url(&self) -> Option<String> {
+        self.inner.pg.get().and_then(crate::pg::Node::writer_url)
+    }
+
     /// Apply records read from the system of record (a replica store following it).
     pub(crate) async fn replicate(&self, raw: Vec<RawRecord>) -> Result<u64, StoreError> {
         let (tx, rx) = oneshot::channel();

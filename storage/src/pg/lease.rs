@@ -16,11 +16,11 @@ use crate::store::WeakStore;
 
 const RENEW: &str = "UPDATE ca_lease SET expires_at = clock_timestamp() + make_interval(secs => $2::bigint / 1000.0) \
                      WHERE id = 1 AND epoch = $1";
-const TAKE: &str = "UPDATE ca_lease SET epoch = epoch + 1, holder = $1, \
+const TAKE: &str = "UPDATE ca_lease SET epoch = epoch + 1, holder = $1, grpc_url = $3, \
                     expires_at = clock_timestamp() + make_interval(secs => $2::bigint / 1000.0) \
                     WHERE id = 1 AND (expires_at < clock_timestamp() OR holder = $1) \
                     RETURNING epoch, next_seq, head";
-const LOOK: &str = "SELECT holder, expires_at > clock_timestamp() FROM ca_lease WHERE id = 1";
+const LOOK: &str = "SELECT holder, expires_at > clock_timestamp(), grpc_url FROM ca_lease WHERE id = 1";
 
 pub(crate) async fn run(cfg: Config, state: Arc<State>, store: WeakStore) {
     let ttl_ms = i64::try_from(state.ttl.as_millis()).unwrap_or(i64::MAX);
@@ -71,8 +71,9 @@ async fn renew(c: &Client, state: &State, epoch: u64, ttl_ms: i64) -> Result<boo
     if c.execute(RENEW, &[&e, &ttl_ms]).await? == 1 {
         return Ok(true);
     }
-    let holder: String = c.query_one(LOOK, &[]).await?.get(0);
-    state.lost(epoch, Some(holder));
+    let row = c.query_one(LOOK, &[]).await?;
+    state.seen_url(row.get(2));
+    state.lost(epoch, Some(row.get(0)));
     Ok(false)
 }
 
@@ -84,9 +85,10 @@ pub(crate) async fn take(
     store: &WeakStore,
     ttl_ms: i64,
 ) -> Result<bool, StoreError> {
-    let Some(row) = c.query_opt(TAKE, &[&state.instance, &ttl_ms]).await? else {
+    let Some(row) = c.query_opt(TAKE, &[&state.instance, &ttl_ms, &state.grpc_url]).await? else {
         let row = c.query_one(LOOK, &[]).await?;
         let (holder, live): (String, bool) = (row.get(0), row.get(1));
+        state.seen_url(row.get(2));
         state.seen_writer(live.then_some(holder));
         return Ok(false);
     };

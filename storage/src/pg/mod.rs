@@ -53,11 +53,24 @@ pub struct PgOptions {
     /// `NotWriter` errors): its gRPC address, say.
     pub instance: String,
     pub lease_ttl: Duration,
+    /// Where this instance takes gRPC requests, recorded in the lease row while it writes
+    /// so the others can pass requests on to it ([`EventStore::writer_url`]).
+    pub grpc_url: String,
 }
 
 impl PgOptions {
     pub fn new(url: impl Into<String>, instance: impl Into<String>) -> Self {
-        PgOptions { url: url.into(), instance: instance.into(), lease_ttl: DEFAULT_LEASE_TTL }
+        PgOptions {
+            url: url.into(),
+            instance: instance.into(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            grpc_url: String::new(),
+        }
+    }
+
+    pub fn grpc_url(mut self, url: impl Into<String>) -> Self {
+        self.grpc_url = url.into();
+        self
     }
 
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
@@ -80,6 +93,10 @@ impl Node {
 
     pub(crate) fn staleness(&self) -> Duration {
         self.state.staleness()
+    }
+
+    pub(crate) fn writer_url(&self) -> Option<String> {
+        self.state.writer_url()
     }
 
     pub(crate) fn stop(&self) {
@@ -128,7 +145,7 @@ impl EventStore {
         }
         let cfg = conn::config(&pg.url)?;
         let rt = runtime()?;
-        let state = Arc::new(State::new(pg.instance.clone(), pg.lease_ttl));
+        let state = Arc::new(State::new(pg.instance.clone(), pg.grpc_url.clone(), pg.lease_ttl));
         let client = block_on(&rt, async {
             let mut client = conn::connect(&cfg).await?;
             schema::migrate(&mut client).await?;

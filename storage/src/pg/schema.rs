@@ -9,9 +9,10 @@ use crate::StoreError;
 const MIGRATION_LOCK: i64 = 0x6361_5f73_6368;
 
 /// `(version, SQL)`, applied in order; never edit one that has shipped, add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
     -- The log: one row per record, seq assigned by the writer (no SEQUENCE: those leave gaps
     -- and commit out of order). hash = SHA-256(prev_hash || seq_be || event).
     CREATE TABLE ca_log (
@@ -59,9 +60,17 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (key, seq)
     );
     ",
-)];
+    ),
+    (
+        2,
+        r"
+    -- Where the writer takes requests other instances pass on (its gRPC URL); '' = unknown.
+    ALTER TABLE ca_lease ADD COLUMN grpc_url text NOT NULL DEFAULT '';
+    ",
+    ),
+];
 
-pub(crate) const LATEST: i32 = 1;
+pub(crate) const LATEST: i32 = 2;
 
 /// Bring the schema to [`LATEST`]; refuse a database a newer build migrated.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -13,11 +13,15 @@ use crate::{Role, StoreError};
 pub(crate) struct State {
     /// How other instances name this one (in `ca_lease.holder` and their errors).
     pub instance: String,
+    /// Where this instance takes gRPC requests (`ca_lease.grpc_url` while it writes).
+    pub grpc_url: String,
     pub ttl: Duration,
     /// The epoch of the lease this instance holds; 0 while it holds none.
     epoch: AtomicU64,
     /// The holder last seen in the lease row (when it is not this instance).
     writer: RwLock<Option<String>>,
+    /// That holder's `grpc_url`, when it recorded one.
+    writer_url: RwLock<Option<String>>,
     /// When the follower last found nothing in the database beyond the replica's head.
     synced_at: Mutex<Instant>,
     /// Group commits sent to the database, and their total time (for metrics).
@@ -33,12 +37,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl State {
-    pub(crate) fn new(instance: String, ttl: Duration) -> Self {
+    pub(crate) fn new(instance: String, grpc_url: String, ttl: Duration) -> Self {
         State {
             instance,
+            grpc_url,
             ttl,
             epoch: AtomicU64::new(0),
             writer: RwLock::new(None),
+            writer_url: RwLock::new(None),
             synced_at: Mutex::new(Instant::now()),
             commits: AtomicU64::new(0),
             commit_micros: AtomicU64::new(0),
@@ -72,6 +78,19 @@ impl State {
     pub(crate) fn seen_writer(&self, holder: Option<String>) {
         let holder = holder.filter(|h| !h.is_empty() && *h != self.instance);
         *self.writer.write().unwrap_or_else(PoisonError::into_inner) = holder;
+    }
+
+    pub(crate) fn seen_url(&self, url: String) {
+        let url = (!url.is_empty() && url != self.grpc_url).then_some(url);
+        *self.writer_url.write().unwrap_or_else(PoisonError::into_inner) = url;
+    }
+
+    /// The writer's gRPC URL while another instance holds the lease.
+    pub(crate) fn writer_url(&self) -> Option<String> {
+        if self.epoch() != 0 || self.writer.read().unwrap_or_else(PoisonError::into_inner).is_none() {
+            return None;
+        }
+        self.writer_url.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(crate) fn role(&self) -> Role {
