@@ -15,8 +15,24 @@ use common::*;
 
 const CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-cluster.sh");
 
+/// This test's own cluster: a directory and two free ports, so a developer's cluster (the
+/// script's defaults) or another run is never touched.
+fn env() -> [(String, String); 3] {
+    static ENV: std::sync::OnceLock<[(String, String); 3]> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (a, b) = (free(), free());
+        [
+            ("PG_CLUSTER_DIR".into(), format!("/tmp/ca-pg-failover-{}", std::process::id())),
+            ("PG_PRIMARY_PORT".into(), a.to_string()),
+            ("PG_STANDBY_PORT".into(), b.to_string()),
+        ]
+    })
+    .clone()
+}
+
 fn cluster(args: &[&str]) -> String {
-    let out = Command::new("bash").arg(CLUSTER).args(args).output().expect("pg-cluster.sh");
+    let out = Command::new("bash").arg(CLUSTER).args(args).envs(env()).output().expect("pg-cluster.sh");
     assert!(
         out.status.success(),
         "pg-cluster.sh {args:?}: {}{}",
@@ -30,7 +46,7 @@ fn cluster(args: &[&str]) -> String {
 struct Cluster;
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(CLUSTER).arg("destroy").status();
+        let _ = Command::new("bash").arg(CLUSTER).arg("destroy").envs(env()).status();
     }
 }
 
