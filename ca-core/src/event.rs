@@ -96,6 +96,10 @@ pub struct CrlPublished {
     pub delta_base: Option<u64>,
     /// The issuing CA that signed it; numbers are per issuer.
     pub issuer_generation: u32,
+    /// SHA-256 of the CRL's DER: names exactly the bytes that were served, so instances
+    /// that serve the writer's CRLs can check them against the log. `None` in records
+    /// written before it was kept.
+    pub der_sha256: Option<crate::chain::Hash>,
 }
 
 /// A new issuing CA (generation >= 1), signed by the root, that issues from now on. The

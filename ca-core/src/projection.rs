@@ -250,6 +250,7 @@ mod tests {
                 next_update: 1,
                 delta_base: None,
                 issuer_generation,
+                der_sha256: None,
             })
         };
         let mut inv = Inventory::default();

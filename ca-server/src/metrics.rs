@@ -215,11 +215,59 @@ impl Metrics {
              # TYPE ca_grpc_ratelimit_tracked_keys gauge\nca_grpc_ratelimit_tracked_keys {}",
             self.grpc_limiter_keys.load(Ordering::Relaxed)
         );
+        if let Some(pg) = store.shared_metrics() {
+            render_shared(&mut o, &pg);
+        }
         self.sign_latency.render(
             &mut o,
             "ca_sign_duration_seconds",
             "SignCsr latency from receipt to durable reply.",
         );
         o
+    }
+}
+
+/// The PostgreSQL backend's figures: who writes, takeovers, commit cost, replica lag.
+fn render_shared(o: &mut String, pg: &ca_storage::SharedMetrics) {
+    let rows: [(&str, &str, &str, String); 6] = [
+        (
+            "gauge",
+            "ca_storage_lease_epoch",
+            "The writer-lease epoch this instance holds; 0 while another instance writes.",
+            pg.epoch.to_string(),
+        ),
+        (
+            "counter",
+            "ca_storage_takeovers_total",
+            "Times this instance took the writer lease.",
+            pg.takeovers_total.to_string(),
+        ),
+        (
+            "counter",
+            "ca_storage_commits_total",
+            "Group commits sent to PostgreSQL.",
+            pg.commits_total.to_string(),
+        ),
+        (
+            "counter",
+            "ca_storage_commit_seconds_total",
+            "Time spent in PostgreSQL group commits (with the synchronous standby's flush).",
+            (pg.commit_micros_total as f64 / 1e6).to_string(),
+        ),
+        (
+            "counter",
+            "ca_storage_commit_failures_total",
+            "PostgreSQL group commits that failed or were fenced.",
+            pg.commit_failures_total.to_string(),
+        ),
+        (
+            "gauge",
+            "ca_storage_replica_lag_seconds",
+            "How far this instance's replica may be behind the database (since it last read to the end).",
+            (pg.replica_lag_micros as f64 / 1e6).to_string(),
+        ),
+    ];
+    for (kind, name, help, v) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }
 }

@@ -1,7 +1,9 @@
 //! `/readyz`: whether this instance can do its job, as opposed to `/healthz` (the process
 //! answers). Ready means the event store accepts writes, the current issuing key signs
 //! (through the signing pool, so a PKCS#11 token is exercised too, and a saturated pool
-//! shows), and the current issuer's full CRL has not passed its nextUpdate. Not ready is a
+//! shows), the current issuer's full CRL has not passed its nextUpdate, and (PostgreSQL, an
+//! instance that does not write) its replica is within `follower_max_lag_ms` of the
+//! database, so OCSP answers are current. Not ready is a
 //! 503 whose body names every reason, one per line, for the operator and the orchestrator.
 
 use std::sync::Arc;
@@ -17,11 +19,18 @@ pub fn verdict(
     store_failure: Option<String>,
     signs: Result<(), String>,
     crl_next_update: Option<i64>,
+    replica_lag: Option<std::time::Duration>,
     now: i64,
 ) -> Result<(), Vec<String>> {
     let mut reasons = Vec::new();
     if let Some(f) = store_failure {
         reasons.push(format!("event store refuses writes: {f}"));
+    }
+    if let Some(lag) = replica_lag {
+        reasons.push(format!(
+            "the replica is {} ms behind the database (OCSP answers tryLater)",
+            lag.as_millis()
+        ));
     }
     if let Err(e) = signs {
         reasons.push(format!("issuing key cannot sign: {e}"));
@@ -42,8 +51,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let crl = app.revocation.get(ca.generation).and_then(|r| r.full_crl_next_update());
-    match verdict(app.store.write_failure(), signs, crl, now_unix()) {
+    let current = app.revocation.get(ca.generation);
+    let crl = current.as_ref().and_then(|r| r.full_crl_next_update());
+    let lag = current.as_ref().and_then(|r| r.replica_too_stale());
+    match verdict(app.store.write_failure(), signs, crl, lag, now_unix()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reasons) => {
             tracing::warn!(reasons = %reasons.join("; "), "not ready");
@@ -58,13 +69,19 @@ mod tests {
 
     #[test]
     fn every_failed_check_is_named() {
-        assert_eq!(verdict(None, Ok(()), Some(200), 100), Ok(()));
-        let r = verdict(Some("No space left on device".into()), Err("token removed".into()), Some(50), 100)
-            .unwrap_err();
-        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(verdict(None, Ok(()), Some(200), None, 100), Ok(()));
+        let lag = Some(std::time::Duration::from_millis(1500));
+        let r =
+            verdict(Some("No space left on device".into()), Err("token removed".into()), Some(50), lag, 100)
+                .unwrap_err();
+        assert_eq!(r.len(), 4, "{r:?}");
         assert!(r[0].contains("refuses writes") && r[0].contains("No space left"));
-        assert!(r[1].contains("cannot sign") && r[1].contains("token removed"));
-        assert!(r[2].contains("expired at 50"));
-        assert_eq!(verdict(None, Ok(()), None, 100).unwrap_err(), vec!["no CRL published yet".to_string()]);
+        assert!(r[1].contains("1500 ms behind"), "{r:?}");
+        assert!(r[2].contains("cannot sign") && r[2].contains("token removed"));
+        assert!(r[3].contains("expired at 50"));
+        assert_eq!(
+            verdict(None, Ok(()), None, None, 100).unwrap_err(),
+            vec!["no CRL published yet".to_string()]
+        );
     }
 }

@@ -38,6 +38,7 @@ pub fn event_json(e: &Event) -> Value {
             "next_update": c.next_update,
             "delta_base": c.delta_base,
             "issuer_generation": c.issuer_generation,
+            "der_sha256": c.der_sha256.map(hex::encode),
         }),
         Event::AccountRegistered(a) => json!({
             "kind": e.kind(),

@@ -141,5 +141,5 @@ pub use error::StoreError;
 pub use pg::{PgOptions, migrate_to_postgres, verify_postgres};
 pub use store::{
     Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, EventStore,
-    RawRecord, Role, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
+    RawRecord, Role, SharedMetrics, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,
 };

@@ -534,6 +534,7 @@ mod tests {
                     next_update: 2,
                     delta_base: (n % 2 == 1).then_some(1),
                     issuer_generation: (n % 3) as u32,
+                    der_sha256: None,
                 }));
             }
         }

@@ -126,6 +126,21 @@ pub struct StoreMetrics {
     pub low_space_refusals_total: u64,
 }
 
+/// A shared store's (PostgreSQL) own figures, beside [`StoreMetrics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedMetrics {
+    /// Whether this instance holds the writer lease, and at which epoch (0: it does not).
+    pub epoch: u64,
+    /// Times this instance took the writer lease.
+    pub takeovers_total: u64,
+    /// Group commits sent to the database, their total time, and those that failed.
+    pub commits_total: u64,
+    pub commit_micros_total: u64,
+    pub commit_failures_total: u64,
+    /// How far the replica may be behind the database (since it last read to its end).
+    pub replica_lag_micros: u64,
+}
+
 impl StoreMetrics {
     pub fn flush_seconds_total(&self) -> f64 {
         self.flush_micros_total as f64 / 1e6
@@ -522,6 +537,10 @@ impl EventStore {
         WeakStore(Arc::downgrade(&self.inner))
     }
 
+    pub(crate) fn pg_node(&self) -> Option<&crate::pg::Node> {
+        self.inner.pg.get()
+    }
+
     pub(crate) fn set_pg(&self, node: crate::pg::Node) {
         if let Err(node) = self.inner.pg.set(node) {
             node.stop();
@@ -541,6 +560,11 @@ impl EventStore {
     /// everything the database had (`None` for the embedded store).
     pub fn replica_staleness(&self) -> Option<std::time::Duration> {
         self.inner.pg.get().map(crate::pg::Node::staleness)
+    }
+
+    /// For a shared store: its lease, commit and replica figures (`None` when embedded).
+    pub fn shared_metrics(&self) -> Option<SharedMetrics> {
+        self.inner.pg.get().map(crate::pg::Node::metrics)
     }
 
     /// For a shared store's follower: the writer's gRPC URL, when the writer recorded one

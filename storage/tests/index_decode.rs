@@ -94,6 +94,7 @@ fn event() -> impl Strategy<Value = Event> {
                     next_update,
                     delta_base,
                     issuer_generation,
+                    der_sha256: None,
                 })
             }),
         (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..20), text()).prop_map(

@@ -168,3 +168,47 @@ fn a_sled_log_migrates_into_postgres_with_its_history_and_projections() {
     store.append_blocking(vec![common::issued(&common::serial(99_999), 4_000_000_000)]).unwrap();
     assert_eq!(verify_postgres(&url, &mut |_| {}).unwrap().records, 12_004);
 }
+
+#[test]
+fn a_shared_crl_is_served_only_as_the_log_names_it() {
+    use ca_core::event::CrlPublished;
+    let pg = Pg::start();
+    let url = pg.database("crls");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), &url, "instance-a", 60_000);
+    let b = open(db.path(), &url, "instance-b", 60_000);
+    let crl = |number: u64, der: &[u8]| {
+        Event::CrlPublished(CrlPublished {
+            number,
+            this_update: 10,
+            next_update: 20,
+            delta_base: None,
+            issuer_generation: 0,
+            der_sha256: Some(ca_core::chain::sha256(der)),
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let share = |seq: u64, der: &[u8]| rt.block_on(a.share_crl(0, false, seq, der.to_vec())).unwrap();
+    let served = |s: &EventStore| rt.block_on(s.shared_crl(0, false));
+
+    let at = a.append_blocking(vec![crl(1, b"first crl"), crl(3, b"second crl")]).unwrap();
+    share(at[0].seq, b"first crl");
+    wait_for("B to follow A", Duration::from_secs(5), || b.next_seq() == 2);
+    let (c, der) = served(&b).unwrap().unwrap();
+    assert_eq!((c.number, der.as_slice()), (1, &b"first crl"[..]));
+    share(at[1].seq, b"second crl");
+    // An older publication shared late does not replace a newer one.
+    share(at[0].seq, b"first crl");
+    assert_eq!(served(&b).unwrap().unwrap().0.number, 3);
+    assert!(rt.block_on(b.shared_crl(0, true)).unwrap().is_none(), "no delta was shared");
+
+    // Bytes the log does not name are never served.
+    pg.sql("crls", "UPDATE ca_crl SET der = 'forged'::bytea");
+    match served(&b) {
+        Err(StoreError::Damaged(why)) => assert!(why.contains("not the ones the log names"), "{why}"),
+        other => panic!("forged CRL bytes: {other:?}"),
+    }
+    // A row naming a record the replica does not hold yet waits for it.
+    pg.sql("crls", "UPDATE ca_crl SET seq = 99");
+    assert!(served(&b).unwrap().is_none());
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use ca_core::crl::{self, CrlInput, RevokedCert};
 use ca_core::event::{CrlPublished, Event};
 
-use super::{Base, PublishedCrl, Revocation, lock, write};
+use super::{Base, PublishedCrl, Revocation, lock, read, write};
 use crate::app::now_unix;
 use crate::error::AppError;
 
@@ -79,7 +79,9 @@ impl Revocation {
         .map_err(|e| AppError::Io(e.to_string()))??;
 
         // Served only once its publication is durable in the log.
-        self.store
+        let (full_sha, delta_sha) = (ca_core::chain::sha256(&full_der), ca_core::chain::sha256(&delta_der));
+        let logged = self
+            .store
             .append(vec![
                 Event::CrlPublished(CrlPublished {
                     number: full_number,
@@ -87,6 +89,7 @@ impl Revocation {
                     next_update: full_next,
                     delta_base: None,
                     issuer_generation: self.ca.generation,
+                    der_sha256: Some(full_sha),
                 }),
                 Event::CrlPublished(CrlPublished {
                     number: delta_number,
@@ -94,9 +97,17 @@ impl Revocation {
                     next_update: delta_next,
                     delta_base: Some(base_number),
                     issuer_generation: self.ca.generation,
+                    der_sha256: Some(delta_sha),
                 }),
             ])
             .await?;
+        // The instances that do not write serve these bytes (PostgreSQL); one that misses
+        // them keeps serving the previous CRL until the next publication.
+        for ((delta, der), at) in [(false, &full_der), (true, &delta_der)].into_iter().zip(&logged) {
+            if let Err(e) = self.store.share_crl(self.ca.generation, delta, at.seq, der.clone()).await {
+                tracing::warn!(error = %e, issuer = self.ca.generation, delta, "sharing the CRL with the other instances failed");
+            }
+        }
         let mk = |der: Vec<u8>, number, next_update| {
             Arc::new(PublishedCrl {
                 pem: crl::crl_to_pem(&der),
@@ -118,6 +129,34 @@ impl Revocation {
             build_ms = started.elapsed().as_secs_f64() * 1e3,
             "CRL published"
         );
+        Ok(())
+    }
+
+    /// On an instance that does not write: serve the newest CRLs the writer shared (checked
+    /// against their `CrlPublished` records by the store) when they are newer than the ones
+    /// served here.
+    pub(super) async fn adopt_shared(&self) -> Result<(), AppError> {
+        for (delta, slot) in [(false, &self.full), (true, &self.delta)] {
+            let Some((c, der)) = self.store.shared_crl(self.ca.generation, delta).await? else { continue };
+            if read(slot).as_ref().is_some_and(|have| have.number >= c.number) {
+                continue;
+            }
+            tracing::debug!(
+                issuer = self.ca.generation,
+                number = c.number,
+                delta,
+                "serving the writer's CRL"
+            );
+            *write(slot) = Some(Arc::new(PublishedCrl {
+                pem: crl::crl_to_pem(&der),
+                der,
+                number: c.number,
+                this_update: c.this_update,
+                next_update: c.next_update,
+                // Not known here: a takeover publishes anew (`run`).
+                covers_generation: 0,
+            }));
+        }
         Ok(())
     }
 }

@@ -62,6 +62,9 @@ pub struct RevocationConfig {
     /// Upper bound on cached OCSP answers (per issuer; a full cache evicts one entry per
     /// insert; 0 turns caching off).
     pub ocsp_cache_entries: usize,
+    /// PostgreSQL backend: an instance that does not write answers OCSP `tryLater` (and
+    /// `/readyz` 503) while its replica may be further behind the database than this.
+    pub follower_max_lag_ms: u64,
 }
 
 impl Default for RevocationConfig {
@@ -75,6 +78,7 @@ impl Default for RevocationConfig {
             ocsp_delegated_signer: false,
             ocsp_signer_validity_secs: 7 * 86_400,
             ocsp_cache_entries: 200_000,
+            follower_max_lag_ms: 1_000,
         }
     }
 }
@@ -112,6 +116,10 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// How often an instance that does not write looks for the writer's newer CRLs (besides
+/// when it sees one logged) and notices that it took over.
+const FOLLOWER_LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct CachedAnswer {
     der: Bytes,
@@ -170,25 +178,38 @@ impl Revocation {
     }
 
     /// Publish the first CRLs, set up the OCSP signer, and start the task that republishes
-    /// CRLs on revocations and before nextUpdate (the registry follows the log).
+    /// CRLs on revocations and before nextUpdate (the registry follows the log). An
+    /// instance that does not write (PostgreSQL backend) serves the writer's CRLs instead,
+    /// and publishes its own from the moment it takes over.
     pub async fn start(
         self: &Arc<Self>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), AppError> {
-        if self.cfg.ocsp_delegated_signer {
-            self.rotate_ocsp_signer().await?;
-        }
-        // A CA that cannot sign CRLs (e.g. an imported CA without cRLSign) still issues and
-        // answers OCSP; `/crl` then answers 500 and the log says why.
-        if let Err(e) = self.publish().await {
-            tracing::error!(error = %e, "initial CRL publication failed");
+        let writes = self.writes();
+        if writes {
+            if self.cfg.ocsp_delegated_signer {
+                self.rotate_ocsp_signer().await?;
+            }
+            // A CA that cannot sign CRLs (e.g. an imported CA without cRLSign) still issues
+            // and answers OCSP; `/crl` then answers 500 and the log says why.
+            if let Err(e) = self.publish().await {
+                tracing::error!(error = %e, "initial CRL publication failed");
+            }
+        } else if let Err(e) = self.adopt_shared().await {
+            tracing::warn!(error = %e, issuer = self.ca.generation, "reading the writer's CRLs failed");
         }
         let me = self.clone();
-        tokio::spawn(async move { me.run(shutdown).await });
+        tokio::spawn(async move { me.run(shutdown, writes).await });
         Ok(())
     }
 
-    async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Whether this instance signs and logs CRLs: the embedded store's server, or the
+    /// writer of a shared one.
+    fn writes(&self) -> bool {
+        !matches!(self.store.role(), ca_storage::Role::Follower { .. })
+    }
+
+    async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>, mut wrote: bool) {
         loop {
             // An expired issuer's certificates have all expired too: nothing left to list.
             if now_unix() >= self.ca.not_after {
@@ -198,7 +219,9 @@ impl Revocation {
                 );
                 return;
             }
-            let next_due = self.next_due_in();
+            // Not writing: look for the writer's newer CRLs, and for a takeover, this often.
+            let next_due =
+                if wrote { self.next_due_in() } else { self.next_due_in().min(FOLLOWER_LOOK_EVERY) };
             tokio::select! {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
                 _ = self.wake.notified() => {
@@ -207,13 +230,23 @@ impl Revocation {
                 }
                 _ = tokio::time::sleep(next_due) => {}
             }
+            if !self.writes() {
+                wrote = false;
+                if let Err(e) = self.adopt_shared().await {
+                    tracing::warn!(error = %e, issuer = self.ca.generation, "reading the writer's CRLs failed");
+                }
+                continue;
+            }
+            // Just took over: the CRLs served so far are the old writer's, which may predate
+            // its last revocations, and its delegated signer's key is not here.
+            let took_over = !std::mem::replace(&mut wrote, true);
             if self.cfg.ocsp_delegated_signer
-                && self.signer_needs_rotation()
+                && (took_over || self.signer_needs_rotation())
                 && let Err(e) = self.rotate_ocsp_signer().await
             {
                 tracing::error!(error = %e, "rotating the OCSP signer failed");
             }
-            if (self.crl_stale() || self.crl_due())
+            if (took_over || self.crl_stale() || self.crl_due())
                 && let Err(e) = self.publish().await
             {
                 tracing::error!(error = %e, "CRL publication failed; retrying in 5 s");
@@ -312,6 +345,21 @@ impl Revocation {
         }
     }
 
+    /// A CRL of this issuer was logged: one that does not write looks for its bytes.
+    pub fn crl_logged(&self) {
+        if !self.writes() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The replica's lag behind the database, when it is over `follower_max_lag_ms` and
+    /// this instance does not write: its answers could miss a revocation the writer
+    /// acknowledged, so it gives none (`tryLater`, and `/readyz` says why).
+    pub fn replica_too_stale(&self) -> Option<std::time::Duration> {
+        let lag = self.store.replica_staleness()?;
+        (lag.as_millis() > u128::from(self.cfg.follower_max_lag_ms) && !self.writes()).then_some(lag)
+    }
+
     /// The current full CRL, republished first if a revocation was acknowledged since.
     pub async fn full_crl(&self) -> Result<Arc<PublishedCrl>, AppError> {
         self.current(&self.full).await
@@ -323,6 +371,19 @@ impl Revocation {
 
     async fn current(&self, slot: &RwLock<Option<Arc<PublishedCrl>>>) -> Result<Arc<PublishedCrl>, AppError> {
         let get = || read(slot).clone();
+        if !self.writes() {
+            // The writer's, as shared; this instance cannot publish a fresher one.
+            let valid = || get().filter(|c| c.next_update > now_unix());
+            if let Some(c) = valid() {
+                return Ok(c);
+            }
+            self.adopt_shared().await?;
+            return valid().ok_or_else(|| {
+                AppError::Store(ca_storage::StoreError::Unavailable(
+                    "this instance does not sign CRLs and has no valid CRL from the writer yet".into(),
+                ))
+            });
+        }
         let g = self.generation.load(Ordering::Acquire);
         match get() {
             Some(c) if c.covers_generation >= g && c.next_update > now_unix() => Ok(c),

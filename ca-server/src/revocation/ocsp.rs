@@ -24,6 +24,11 @@ impl Revocation {
     /// Answer a parsed OCSP request whose CertIDs all name this issuer
     /// ([`answers_for`](Self::answers_for)). Always returns an OCSP response.
     pub async fn ocsp(&self, parsed: OcspRequest, pool: &SigningPool) -> Bytes {
+        if let Some(why) = self.cannot_answer() {
+            self.metrics.ocsp_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(why, "OCSP answered tryLater");
+            return Bytes::from(ocsp::error_response(OcspResponseStatus::TryLater));
+        }
         let responder = self.responder();
         let now = now_unix();
         // The cacheable shape: one canonical CertID, no nonce.
@@ -42,6 +47,17 @@ impl Revocation {
             return hit;
         }
         self.answer(responder, parsed.cert_ids, parsed.nonce, cache_key, pool).await
+    }
+
+    /// Why this instance must not answer now, if it must not: its replica is too far behind
+    /// (it does not write), or a delegated signer is configured and it has none (only the
+    /// writer issues one; the issuing key does not stand in for it).
+    fn cannot_answer(&self) -> Option<String> {
+        if let Some(lag) = self.replica_too_stale() {
+            return Some(format!("the replica is {} ms behind the database", lag.as_millis()));
+        }
+        (self.cfg.ocsp_delegated_signer && self.responder().delegated_not_after().is_none())
+            .then(|| "no delegated OCSP signer on this instance".to_string())
     }
 
     /// Look the statuses up, sign one response on the pool, cache it when `cache_key` says

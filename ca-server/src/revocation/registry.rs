@@ -154,6 +154,11 @@ impl Registry {
                 }
                 None => return,
             };
+            if let Event::CrlPublished(c) = &rec.event
+                && let Some(rv) = self.get(c.issuer_generation)
+            {
+                rv.crl_logged();
+            }
             if let Event::CertificateRevoked(r) = &rec.event {
                 let generation = match self.store.cert(&r.serial) {
                     Ok(Some(c)) => c.issued.issuer_generation,

@@ -336,6 +336,7 @@ fn store(out: &Path, pki: &ca::CaMaterial, leaf: &[u8]) -> Res<()> {
             next_update: 1_790_186_400,
             delta_base: Some(6),
             issuer_generation: 1,
+            der_sha256: Some([0x5a; 32]),
         }),
         Event::AccountRegistered(AccountRegistered {
             account_id: "Ab3dE".into(),

@@ -191,6 +191,8 @@ mod lean {
         number: u64,
         delta_base: u64,
         issuer: u32,
+        /// Length of `der_sha256` (only checked: the index does not keep it).
+        digest_len: usize,
     }
 
     enum Kind<'a> {
@@ -250,7 +252,7 @@ mod lean {
     }
 
     // `ca.v1.CrlPublished`: number 1, this_update_unix 2, next_update_unix 3, delta_base 4,
-    // issuer_generation 5.
+    // issuer_generation 5, der_sha256 6.
     fn crl(body: &[u8], m: &mut Crl) -> R<()> {
         fields(body, |tag, wt, b| {
             match tag {
@@ -260,6 +262,7 @@ mod lean {
                 }
                 4 => m.delta_base = int(wt, b)?,
                 5 => m.issuer = int(wt, b)? as u32,
+                6 => m.digest_len = delimited(wt, b)?.len(),
                 _ => skip(wt, tag, b, NESTED)?,
             }
             Ok(())
@@ -330,6 +333,12 @@ mod lean {
                 revoked_at: m.revoked_at,
                 invalidity_date: (m.invalidity_date != 0).then_some(m.invalidity_date),
             },
+            // The same check and message as the full decode.
+            Some(Kind::Crl(m)) if !matches!(m.digest_len, 0 | 32) => {
+                return Err(WireError::Domain(ca_core::Error::InvalidEvent(
+                    "CRL digest is not 32 bytes".into(),
+                )));
+            }
             Some(Kind::Crl(m)) => IndexEvent::CrlPublished {
                 number: m.number,
                 delta_base: (m.delta_base != 0).then_some(m.delta_base),
@@ -409,6 +418,7 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
             next_update_unix: c.next_update,
             delta_base: c.delta_base.unwrap_or(0),
             issuer_generation: c.issuer_generation,
+            der_sha256: c.der_sha256.map(|h| h.to_vec()).unwrap_or_default(),
         }),
         Event::AccountRegistered(x) => Kind::AccountRegistered(x.into()),
         Event::AccountUpdated(x) => Kind::AccountUpdated(x.into()),
@@ -480,6 +490,13 @@ pub fn event_from_proto(p: v1::Event) -> Result<Event, Error> {
             next_update: c.next_update_unix,
             delta_base: (c.delta_base != 0).then_some(c.delta_base),
             issuer_generation: c.issuer_generation,
+            der_sha256: match c.der_sha256.len() {
+                0 => None,
+                _ => Some(
+                    <ca_core::chain::Hash>::try_from(c.der_sha256.as_slice())
+                        .map_err(|_| Error::InvalidEvent("CRL digest is not 32 bytes".into()))?,
+                ),
+            },
         }),
         Kind::AccountRegistered(x) => Event::AccountRegistered(x.try_into()?),
         Kind::AccountUpdated(x) => Event::AccountUpdated(x.try_into()?),
@@ -594,6 +611,7 @@ mod tests {
                 next_update: 2,
                 delta_base: Some(2),
                 issuer_generation: 1,
+                der_sha256: Some([7; 32]),
             }),
         ];
         let rotated = Event::IssuingCaRotated(dom::IssuingCaRotated {
@@ -739,6 +757,7 @@ mod tests {
                 next_update: 2,
                 delta_base: Some(0),
                 issuer_generation: 3,
+                der_sha256: None,
             }),
             Event::CrlPublished(dom::CrlPublished {
                 number: 4,
@@ -746,6 +765,7 @@ mod tests {
                 next_update: 2,
                 delta_base: Some(3),
                 issuer_generation: 0,
+                der_sha256: Some(ca_core::chain::sha256(b"crl")),
             }),
         ];
         let events = events.into_iter().chain(acme_samples(&s));

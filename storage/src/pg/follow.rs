@@ -54,25 +54,32 @@ pub(crate) async fn fetch(client: &Client, from: u64, limit: i64) -> Result<Vec<
 }
 
 /// Apply everything the database holds beyond the replica's head (up to `until` when
-/// given); returns the replica's next seq.
+/// given); returns the replica's next seq and, when it read to the database's end, the
+/// moment as of which the replica is complete (when its last read was sent).
 pub(crate) async fn catch_up(
     store: &EventStore,
     client: &Client,
     until: Option<u64>,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, Option<Instant>), StoreError> {
     let started = Instant::now();
     let from = store.next_seq();
     let mut next = from;
     let mut logged = from;
+    let mut complete_at = None;
     loop {
         if until.is_some_and(|u| next >= u) {
             break;
         }
+        let asked = Instant::now();
         let chunk = fetch(client, next, CHUNK).await?;
-        if chunk.is_empty() {
+        let last = (chunk.len() as i64) < CHUNK;
+        if !chunk.is_empty() {
+            next = store.replicate(chunk).await?;
+        }
+        if last {
+            complete_at = Some(asked);
             break;
         }
-        next = store.replicate(chunk).await?;
         if next - logged >= PROGRESS_EVERY {
             tracing::info!(records = next - from, next_seq = next, "replica catching up with the database");
             logged = next;
@@ -86,7 +93,7 @@ pub(crate) async fn catch_up(
             "replica caught up with the database"
         );
     }
-    Ok(next)
+    Ok((next, complete_at))
 }
 
 /// The follower task: runs until the store is dropped. A replica that diverges from the
@@ -109,7 +116,8 @@ pub(crate) async fn run(cfg: Config, state: Arc<State>, store: WeakStore) {
         loop {
             let Some(s) = store.upgrade() else { return };
             match catch_up(&s, &client, None).await {
-                Ok(_) => state.synced(),
+                Ok((_, Some(at))) => state.synced(at),
+                Ok((_, None)) => {}
                 Err(
                     e @ (StoreError::Damaged(_) | StoreError::Corrupt { .. } | StoreError::Decode { .. }),
                 ) => {

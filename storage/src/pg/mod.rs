@@ -18,6 +18,7 @@
 
 mod commit;
 mod conn;
+mod crls;
 mod follow;
 mod lease;
 mod migrate;
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ca_core::event::CrlPublished;
 use tokio::runtime::Runtime;
 
 pub use migrate::migrate_to_postgres;
@@ -84,6 +86,7 @@ impl PgOptions {
 pub(crate) struct Node {
     rt: Mutex<Option<Runtime>>,
     state: Arc<State>,
+    crls: crls::Crls,
 }
 
 impl Node {
@@ -97,6 +100,44 @@ impl Node {
 
     pub(crate) fn writer_url(&self) -> Option<String> {
         self.state.writer_url()
+    }
+
+    pub(crate) fn metrics(&self) -> crate::SharedMetrics {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.state;
+        crate::SharedMetrics {
+            epoch: s.epoch(),
+            takeovers_total: s.takeovers.load(Relaxed),
+            commits_total: s.commits.load(Relaxed),
+            commit_micros_total: s.commit_micros.load(Relaxed),
+            commit_failures_total: s.commit_failures.load(Relaxed),
+            replica_lag_micros: u64::try_from(s.staleness().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle, StoreError> {
+        let rt = self.rt.lock().unwrap_or_else(PoisonError::into_inner);
+        rt.as_ref().map(|rt| rt.handle().clone()).ok_or(StoreError::Closed)
+    }
+
+    pub(crate) async fn share_crl(
+        &self,
+        issuer: u32,
+        delta: bool,
+        seq: u64,
+        der: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let rt = self.handle()?;
+        self.crls.with(rt, move |c| crls::upsert(c, issuer, delta, seq, der)).await
+    }
+
+    pub(crate) async fn newest_crl(
+        &self,
+        issuer: u32,
+        delta: bool,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let rt = self.handle()?;
+        self.crls.with(rt, move |c| crls::newest(c, issuer, delta)).await
     }
 
     pub(crate) fn stop(&self) {
@@ -132,6 +173,36 @@ where
 }
 
 impl EventStore {
+    /// After the `CrlPublished` record at `seq` is durable: let the instances that do not
+    /// write serve this CRL (`der`, issuer `issuer`'s full CRL or its delta). The embedded
+    /// store has no one to share it with.
+    pub async fn share_crl(
+        &self,
+        issuer: u32,
+        delta: bool,
+        seq: u64,
+        der: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        match self.pg_node() {
+            None => Ok(()),
+            Some(node) => node.share_crl(issuer, delta, seq, der).await,
+        }
+    }
+
+    /// The newest CRL the writer shared for issuer `issuer` (full, or the delta), with its
+    /// `CrlPublished` record, once this instance's replica holds that record and the
+    /// record names these bytes. `None` on the embedded store, when nothing was shared, or
+    /// while the replica has not caught up to it.
+    pub async fn shared_crl(
+        &self,
+        issuer: u32,
+        delta: bool,
+    ) -> Result<Option<(CrlPublished, Vec<u8>)>, StoreError> {
+        let Some(node) = self.pg_node() else { return Ok(None) };
+        let Some((seq, der)) = node.newest_crl(issuer, delta).await? else { return Ok(None) };
+        Ok(crls::checked(self, issuer, delta, seq, &der)?.map(|c| (c, der)))
+    }
+
     /// Open a replica store in `replica_dir` on the shared database at `pg.url`: migrate
     /// the schema, check that the replica is a prefix of the database's log, copy what it
     /// lacks, then follow the database and compete for the writer lease.
@@ -158,11 +229,13 @@ impl EventStore {
             conn: tokio::sync::Mutex::new(None),
         });
         let store = EventStore::open_local(replica_dir, opts, Some(upstream))?;
-        block_on(&rt, async {
+        let (_, complete_at) = block_on(&rt, async {
             check_prefix(&store, &client).await?;
             follow::catch_up(&store, &client, None).await
         })?;
-        state.synced();
+        if let Some(at) = complete_at {
+            state.synced(at);
+        }
         let weak = store.downgrade();
         // One attempt at the lease now, so a lone instance writes from its first request.
         let ttl_ms = i64::try_from(pg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -171,8 +244,8 @@ impl EventStore {
         }
         drop(client);
         rt.spawn(follow::run(cfg.clone(), state.clone(), weak.clone()));
-        rt.spawn(lease::run(cfg, state.clone(), weak));
-        store.set_pg(Node { rt: Mutex::new(Some(rt)), state });
+        rt.spawn(lease::run(cfg.clone(), state.clone(), weak));
+        store.set_pg(Node { rt: Mutex::new(Some(rt)), state, crls: crls::Crls::new(cfg) });
         Ok(store)
     }
 }

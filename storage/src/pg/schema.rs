@@ -68,9 +68,24 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ALTER TABLE ca_lease ADD COLUMN grpc_url text NOT NULL DEFAULT '';
     ",
     ),
+    (
+        3,
+        r"
+    -- The newest CRL of each issuer and kind as the writer published it, for the instances
+    -- that serve CRLs without signing them; seq is its CrlPublished record, which names
+    -- the bytes' SHA-256 (crls.rs).
+    CREATE TABLE ca_crl (
+        issuer integer NOT NULL,
+        delta  boolean NOT NULL,
+        seq    bigint  NOT NULL,
+        der    bytea   NOT NULL,
+        PRIMARY KEY (issuer, delta)
+    );
+    ",
+    ),
 ];
 
-pub(crate) const LATEST: i32 = 2;
+pub(crate) const LATEST: i32 = 3;
 
 /// Bring the schema to [`LATEST`]; refuse a database a newer build migrated.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! (and at which epoch), who does otherwise, and how current its replica is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Config;
@@ -22,18 +22,16 @@ pub(crate) struct State {
     writer: RwLock<Option<String>>,
     /// That holder's `grpc_url`, when it recorded one.
     writer_url: RwLock<Option<String>>,
-    /// When the follower last found nothing in the database beyond the replica's head.
-    synced_at: Mutex<Instant>,
+    /// The replica held everything the database had at `base + synced_at_micros` (an
+    /// atomic: OCSP answers on a follower read it on every request).
+    base: Instant,
+    synced_at_micros: AtomicU64,
     /// Group commits sent to the database, and their total time (for metrics).
     pub commits: AtomicU64,
     pub commit_micros: AtomicU64,
     pub commit_failures: AtomicU64,
     /// Lease acquisitions by this instance.
     pub takeovers: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {
@@ -45,7 +43,8 @@ impl State {
             epoch: AtomicU64::new(0),
             writer: RwLock::new(None),
             writer_url: RwLock::new(None),
-            synced_at: Mutex::new(Instant::now()),
+            base: Instant::now(),
+            synced_at_micros: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             commit_micros: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
@@ -114,12 +113,16 @@ impl State {
         StoreError::NotWriter { writer, why }
     }
 
-    pub(crate) fn synced(&self) {
-        *lock(&self.synced_at) = Instant::now();
+    /// The replica holds everything the database held at `as_of`.
+    pub(crate) fn synced(&self, as_of: Instant) {
+        let micros =
+            u64::try_from(as_of.saturating_duration_since(self.base).as_micros()).unwrap_or(u64::MAX);
+        self.synced_at_micros.fetch_max(micros, Ordering::AcqRel);
     }
 
     pub(crate) fn staleness(&self) -> Duration {
-        lock(&self.synced_at).elapsed()
+        let at = self.base + Duration::from_micros(self.synced_at_micros.load(Ordering::Acquire));
+        at.elapsed()
     }
 
     pub(crate) fn observe_commit(&self, took: Duration, ok: bool) {

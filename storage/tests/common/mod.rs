@@ -47,6 +47,7 @@ pub fn crl(number: u64, delta_base: Option<u64>) -> Event {
         next_update: 2,
         delta_base,
         issuer_generation: 0,
+        der_sha256: None,
     })
 }
 

@@ -97,6 +97,7 @@ impl Model {
                 delta_base: delta.then_some(number.saturating_sub(1).max(1)),
                 // Spread over three issuers: each keeps its own CRL number.
                 issuer_generation: (*number % 3) as u32,
+                der_sha256: None,
             }),
             EvSpec::Ca(tag) => super::ca(*tag),
         }

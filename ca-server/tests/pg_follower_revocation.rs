@@ -1,0 +1,192 @@
+//! Revocation on an instance that does not write (PostgreSQL backend): it serves the
+//! writer's CRLs, byte for byte (only the writer signs them), answers OCSP from its
+//! replica while that replica is known to be current, and answers `tryLater` (with
+//! `/readyz` 503 saying why) while it cannot tell; after a takeover it publishes its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test or bench fails loudly")]
+
+mod common;
+#[path = "../../storage/tests/common/pg.rs"]
+mod pg;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ca_proto::v1::{RevokeRequest, SignCsrRequest};
+use common::*;
+
+fn copy_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for e in std::fs::read_dir(from.join("keys")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join("keys").join(e.file_name())).unwrap();
+    }
+    for f in ["root.pem", "intermediate.pem", "chain.pem", "admin.pem", "admin.key"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// `openssl crl` on DER bytes: its text, after checking the signature against `ca`.
+fn crl_text(work: &Path, der: &[u8], ca: &Path) -> String {
+    std::fs::write(work.join("got.crl"), der).unwrap();
+    let (ok, out) = openssl(
+        &["crl", "-inform", "DER", "-in", "got.crl", "-CAfile", ca.to_str().unwrap(), "-noout", "-text"],
+        work,
+    );
+    assert!(ok && out.contains("verify OK"), "openssl crl: {out}");
+    out
+}
+
+fn crl_number(text: &str) -> u64 {
+    let line = text.lines().skip_while(|l| !l.contains("X509v3 CRL Number")).nth(1).unwrap();
+    line.trim().parse().unwrap_or_else(|_| panic!("CRL number in {text}"))
+}
+
+/// `openssl ocsp` for `leaf.pem` in `work` against `http`: its output.
+fn ocsp(work: &Path, dir: &Path, http: &str) -> String {
+    let (_, out) = openssl(
+        &[
+            "ocsp",
+            "-issuer",
+            dir.join("intermediate.pem").to_str().unwrap(),
+            "-cert",
+            "leaf.pem",
+            "-url",
+            &format!("http://{http}/ocsp"),
+            "-CAfile",
+            dir.join("root.pem").to_str().unwrap(),
+        ],
+        work,
+    );
+    out
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replica() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let cfg = work.join("ca.toml");
+    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    let args = ["--storage-url", url.as_str(), "--config", cfg.to_str().unwrap()];
+    let (dir_a, dir_b) = (work.join("a"), work.join("b"));
+    let a = Server::start_with(&dir_a, &args);
+    copy_keys(&dir_a, &dir_b);
+    let b = Server::start_with(&dir_b, &args);
+    let intermediate = dir_a.join("intermediate.pem");
+
+    // The follower serves the writer's first CRL as it is.
+    let (st, first) = b.http_get("/crl");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&first));
+    assert_eq!(first, a.http_get("/crl").1, "the follower's CRL is the writer's");
+    let first_number = crl_number(&crl_text(work, &first, &intermediate));
+    let (st, body) = b.http_get("/readyz");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+
+    // The follower's metrics say it does not write and how current its replica is.
+    let metric = |srv: &Server, name: &str| -> f64 {
+        let body = String::from_utf8(srv.http_get("/metrics").1).unwrap();
+        let line =
+            body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(metric(&b, "ca_storage_lease_epoch"), 0.0);
+    assert_eq!(metric(&a, "ca_storage_lease_epoch"), 1.0);
+    assert!(metric(&b, "ca_storage_replica_lag_seconds") < 1.0);
+
+    // A revocation on the writer reaches the follower's CRL, its delta and its OCSP.
+    let mut ca = a.client().await;
+    let leaf = ca
+        .sign_csr(SignCsrRequest {
+            csr: csr_for(&["revoked.example.internal"]),
+            profile: String::new(),
+            validity_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::write(work.join("leaf.pem"), &leaf.certificate_pem).unwrap();
+    ca.revoke(RevokeRequest { serial: leaf.serial.clone(), reason: 1, invalidity_date_unix: 0 })
+        .await
+        .unwrap();
+    let listed =
+        |der: &[u8]| crl_text(work, der, &intermediate).to_lowercase().contains(&leaf.serial.to_lowercase());
+    let revoked_at = Instant::now();
+    wait_for("the follower's CRL lists the revocation", Duration::from_secs(5), || {
+        listed(&b.http_get("/crl").1)
+    });
+    eprintln!(
+        "the follower's CRL listed the revocation {} ms after Revoke",
+        revoked_at.elapsed().as_millis()
+    );
+    let (_, full) = b.http_get("/crl");
+    assert_eq!(full, a.http_get("/crl").1, "same bytes as the writer's");
+    assert!(listed(&b.http_get("/crl/delta").1), "the follower's delta CRL lists it too");
+    wait_for("the follower's OCSP says revoked", Duration::from_secs(5), || {
+        ocsp(work, &dir_a, &b.http).contains("leaf.pem: revoked")
+    });
+
+    // Hold the log table locked: the follower cannot confirm its replica is current, so after
+    // follower_max_lag_ms (1 s) it answers tryLater and is not ready; then it recovers.
+    std::thread::scope(|s| {
+        let locker = s.spawn(|| {
+            db.sql("ca", "BEGIN; LOCK TABLE ca_log IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")
+        });
+        wait_for("tryLater from the follower's stale replica", Duration::from_secs(4), || {
+            ocsp(work, &dir_a, &b.http).contains("trylater")
+        });
+        let (st, body) = b.http_get("/readyz");
+        let body = String::from_utf8_lossy(&body).to_string();
+        assert!(st == 503 && body.contains("behind the database"), "{st} {body}");
+        // The writer, whose replica holds everything it committed, answers on.
+        assert!(ocsp(work, &dir_a, &a.http).contains("leaf.pem: revoked"));
+        locker.join().unwrap();
+    });
+    wait_for("the follower answers again", Duration::from_secs(5), || {
+        ocsp(work, &dir_a, &b.http).contains("leaf.pem: revoked")
+    });
+    wait_for("the follower is ready again", Duration::from_secs(5), || b.http_get("/readyz").0 == 200);
+
+    // kill -9 the writer: the follower takes over and publishes a CRL of its own, still
+    // listing the revocation, with a higher number.
+    let served = crl_number(&crl_text(work, &b.http_get("/crl").1, &intermediate));
+    assert!(served > first_number);
+    a.kill9();
+    let mut cb = b.client().await;
+    let killed = Instant::now();
+    loop {
+        let req = SignCsrRequest {
+            csr: csr_for(&["after.example.internal"]),
+            profile: String::new(),
+            validity_seconds: 0,
+        };
+        match cb.sign_csr(req).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(killed.elapsed() < Duration::from_secs(15), "no takeover: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    wait_for("the new writer publishes its own CRL", Duration::from_secs(5), || {
+        let text = crl_text(work, &b.http_get("/crl").1, &intermediate);
+        crl_number(&text) > served && text.to_lowercase().contains(&leaf.serial.to_lowercase())
+    });
+    assert!(metric(&b, "ca_storage_lease_epoch") >= 2.0);
+    assert_eq!(metric(&b, "ca_storage_takeovers_total"), 1.0);
+    assert!(b.stop().success());
+    let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--storage-url", &url]));
+    assert!(ok && out.contains("ok: "), "audit verify: {out}");
+}
