@@ -212,3 +212,90 @@ fn a_shared_crl_is_served_only_as_the_log_names_it() {
     pg.sql("crls", "UPDATE ca_crl SET seq = 99");
     assert!(served(&b).unwrap().is_none());
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, with `openssl`, in `dir`: the CA's
+/// path.
+fn tls_files(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &ca_key]);
+    run(&["req", "-x509", "-new", "-key", &ca_key, "-subj", "/CN=pg test CA", "-days", "2", "-out", &ca]);
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"]);
+    run(&["req", "-new", "-key", "server.key", "-subj", "/CN=127.0.0.1", "-out", "server.csr"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    dir.join(ca)
+}
+
+#[test]
+fn the_store_talks_tls_to_postgres_verified_against_the_urls_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = tls_files(certs.path(), "good");
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = tls_files(other.path(), "other");
+    let pg = Pg::start_with(|dir| {
+        for f in ["server.pem", "server.key"] {
+            std::fs::copy(certs.path().join(f), dir.join(f)).unwrap();
+        }
+        // TLS only, from anywhere but the local socket.
+        std::fs::write(dir.join("hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+            .unwrap();
+        let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir).status();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let at = |f: &str| dir.join(f).display().to_string();
+        vec![
+            "-c ssl=on".into(),
+            format!("-c ssl_cert_file={}", at("server.pem")),
+            format!("-c ssl_key_file={}", at("server.key")),
+            format!("-c hba_file={}", at("hba.conf")),
+        ]
+    });
+    let url = pg.database("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || StoreOptions::default().min_free_bytes(0);
+
+    // Plaintext is refused by this server; an unverifiable certificate is refused by us.
+    let plain = EventStore::open_postgres(dir.path(), opts(), PgOptions::new(url.as_str(), "a"));
+    assert!(matches!(plain, Err(StoreError::Unavailable(_))), "plaintext: {:?}", plain.err());
+    let wrong = format!("{url}?sslmode=verify-full&sslrootcert={}", other_ca.display());
+    match EventStore::open_postgres(dir.path(), opts(), PgOptions::new(wrong, "a")) {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("certificate"), "{why}"),
+        other => panic!("a server certificate from another CA: {:?}", other.err()),
+    }
+    let unverified = format!("{url}?sslmode=require");
+    match EventStore::open_postgres(dir.path(), opts(), PgOptions::new(unverified, "a")) {
+        Err(StoreError::InvalidArgument(why)) => assert!(why.contains("sslrootcert"), "{why}"),
+        other => panic!("sslmode=require without a CA: {:?}", other.err()),
+    }
+
+    // With the right CA the store works, and every connection it holds is TLS.
+    let good = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let store = EventStore::open_postgres(dir.path(), opts(), PgOptions::new(good.as_str(), "a")).unwrap();
+    store.append_blocking(vec![common::issued(&common::serial(1), 4_000_000_000)]).unwrap();
+    let conns = "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'ca-server'";
+    let counts = pg.sql("tls", conns);
+    let (all, tls) = counts.split_once('|').unwrap();
+    assert!(all.parse::<u32>().unwrap() >= 2 && all == tls, "ca-server connections, TLS ones: {counts}");
+    assert_eq!(verify_postgres(&good, &mut |_| {}).unwrap().records, 1);
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use ca_core::chain::Hash;
 use tokio::runtime::Handle;
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config};
 
 use super::conn;
 use super::rows::{CertRow, RevokedRow, Rows, db_seq};
@@ -126,7 +126,7 @@ pub(crate) async fn stage(
 /// The writer's side of the database: called on the store's writer thread.
 pub(crate) struct PgUpstream {
     pub rt: Handle,
-    pub cfg: Config,
+    pub cfg: conn::Target,
     pub state: Arc<State>,
     pub conn: tokio::sync::Mutex<Option<Client>>,
 }
@@ -269,7 +269,7 @@ impl PgUpstream {
     }
 }
 
-async fn read_back(cfg: &Config, seq: u64) -> Result<(Client, Option<Vec<u8>>), StoreError> {
+async fn read_back(cfg: &conn::Target, seq: u64) -> Result<(Client, Option<Vec<u8>>), StoreError> {
     let mut client = conn::connect(cfg).await?;
     let found = {
         let tx = client.transaction().await?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ca_core::event::{CrlPublished, Event};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use super::conn;
 use super::rows::db_seq;
@@ -27,12 +27,12 @@ const NEWEST: &str = "SELECT seq, der FROM ca_crl WHERE issuer = $1 AND delta = 
 /// One connection for CRL reads and writes, opened when first needed and again after a
 /// failure.
 pub(crate) struct Crls {
-    cfg: Config,
+    cfg: conn::Target,
     client: Arc<Mutex<Option<Client>>>,
 }
 
 impl Crls {
-    pub(crate) fn new(cfg: Config) -> Self {
+    pub(crate) fn new(cfg: conn::Target) -> Self {
         Crls { cfg, client: Arc::new(Mutex::new(None)) }
     }
 

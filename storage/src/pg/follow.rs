@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ca_core::chain::Hash;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use super::conn;
 use super::rows::db_seq;
@@ -98,7 +98,7 @@ pub(crate) async fn catch_up(
 
 /// The follower task: runs until the store is dropped. A replica that diverges from the
 /// database (which then lost acknowledged history) stops following, loudly.
-pub(crate) async fn run(cfg: Config, state: Arc<State>, store: WeakStore) {
+pub(crate) async fn run(cfg: conn::Target, state: Arc<State>, store: WeakStore) {
     let mut failures = 0u32;
     loop {
         let (client, mut wake) = match conn::listen(&cfg, "ca_log").await {

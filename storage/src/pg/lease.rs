@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use super::conn;
 use super::follow;
@@ -22,7 +22,7 @@ const TAKE: &str = "UPDATE ca_lease SET epoch = epoch + 1, holder = $1, grpc_url
                     RETURNING epoch, next_seq, head";
 const LOOK: &str = "SELECT holder, expires_at > clock_timestamp(), grpc_url FROM ca_lease WHERE id = 1";
 
-pub(crate) async fn run(cfg: Config, state: Arc<State>, store: WeakStore) {
+pub(crate) async fn run(cfg: conn::Target, state: Arc<State>, store: WeakStore) {
     let ttl_ms = i64::try_from(state.ttl.as_millis()).unwrap_or(i64::MAX);
     let tick = state.ttl / 3;
     let mut client: Option<Client> = None;

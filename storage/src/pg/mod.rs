@@ -25,6 +25,7 @@ mod migrate;
 mod rows;
 mod schema;
 mod state;
+mod tls;
 mod verify;
 
 use std::path::Path;

@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Config;
-
 use super::conn;
 use crate::{Role, StoreError};
 
@@ -134,7 +132,7 @@ impl State {
     }
 
     /// The lease row's `(epoch, holder)`, on a fresh connection (`None` if unreachable).
-    pub(crate) async fn lease_holder(&self, cfg: &Config) -> Option<(u64, String)> {
+    pub(crate) async fn lease_holder(&self, cfg: &conn::Target) -> Option<(u64, String)> {
         let client = conn::connect(cfg).await.ok()?;
         let row = client.query_one("SELECT epoch, holder FROM ca_lease WHERE id = 1", &[]).await.ok()?;
         Some((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get(1)))

@@ -28,6 +28,12 @@ fn free_port() -> u16 {
 
 impl Pg {
     pub fn start() -> Pg {
+        Pg::start_with(|_| Vec::new())
+    }
+
+    /// Started with the server options `opts` returns for the server's own directory
+    /// (readable by the server; files put there before the start, such as a TLS key).
+    pub fn start_with(opts: impl FnOnce(&std::path::Path) -> Vec<String>) -> Pg {
         let dir = tempfile::tempdir().unwrap();
         let root = is_root();
         if root {
@@ -36,8 +42,9 @@ impl Pg {
         let pg = Pg { bin: bin_dir(), port: free_port(), dir, root };
         let data = pg.data();
         pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        let extra = opts(pg.dir.path()).join(" ");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {extra}",
             pg.port,
             pg.dir.path().display()
         );
