@@ -93,7 +93,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             Ok(offline::audit_verify(&dir.resolve()?)? as u8)
         }
         Command::Audit { command: AuditCommand::Rebuild { dir } } => {
-            offline::rebuild(&dir.resolve()?.data_dir)?;
+            offline::rebuild(&dir.resolve()?)?;
             Ok(0)
         }
         Command::Storage { command: StorageCommand::Migrate { dir, to } } => {
@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
             Ok(0)
         }
         Command::Events { dir, from } => {
-            offline::events(&dir.resolve()?.data_dir, from)?;
+            offline::events(&dir.resolve()?, from)?;
             Ok(0)
         }
         Command::Acme { conn, command } => {

@@ -135,8 +135,16 @@ pub fn migrate(dir: &Path, url: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-pub fn rebuild(dir: &Path) -> Result<(), AppError> {
-    let store = app::open_store(dir)?;
+pub fn rebuild(config: &crate::config::Config) -> Result<(), AppError> {
+    if config.storage.backend == crate::config::Backend::Postgres {
+        return Err(AppError::Config(
+            "audit rebuild works on the sled log; on PostgreSQL the projection tables are written in the \
+             log's own transactions and `audit verify --storage-url` checks them against a fold of the log. \
+             To rebuild an instance's replica, stop it and remove DATA_DIR/pg-replica: it copies the log again at start"
+                .into(),
+        ));
+    }
+    let store = app::open_store(&config.data_dir)?;
     let started = std::time::Instant::now();
     let n = store.rebuild_projections()?;
     let secs = started.elapsed().as_secs_f64();
@@ -147,15 +155,37 @@ pub fn rebuild(dir: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
-pub fn events(dir: &Path, from: u64) -> Result<(), AppError> {
-    let store = app::open_store_read_only(dir)?;
+/// The log as JSON lines, from the sled data dir or, on PostgreSQL, from the database
+/// (its chain checked as it is read).
+pub fn events(config: &crate::config::Config, from: u64) -> Result<(), AppError> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for rec in store.range(from) {
-        let rec = rec?;
+    // `false` when the reader went away (e.g. `| head`).
+    let mut print = |rec: &ca_storage::StoredRecord| {
         let line = record_json(rec.seq, &rec.prev_hash, &rec.hash, rec.recorded_at_micros, &rec.event);
-        if writeln!(out, "{line}").is_err() {
-            break; // reader went away (e.g. `| head`)
+        writeln!(out, "{line}").is_ok()
+    };
+    match (config.storage.backend, &config.storage.url) {
+        (crate::config::Backend::Postgres, Some(url)) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ca_storage::StoredRecord>(1024);
+            let url = url.clone();
+            let reader = std::thread::spawn(move || {
+                ca_storage::read_postgres(&url, from, &mut |rec| tx.send(rec).is_ok())
+            });
+            for rec in rx {
+                if !print(&rec) {
+                    break;
+                }
+            }
+            reader.join().map_err(|_| AppError::Internal("the log reader panicked".into()))??;
+        }
+        _ => {
+            let store = app::open_store_read_only(&config.data_dir)?;
+            for rec in store.range(from) {
+                if !print(&rec?) {
+                    break;
+                }
+            }
         }
     }
     let _ = out.flush();

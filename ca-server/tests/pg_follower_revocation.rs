@@ -189,4 +189,20 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
     assert!(b.stop().success());
     let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--storage-url", &url]));
     assert!(ok && out.contains("ok: "), "audit verify: {out}");
+    let records: usize =
+        out.split("ok: ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+
+    // `events` reads the database's log, and each CRL record names its bytes' digest.
+    let events = Command::new(BIN).args(["events", "--storage-url", &url]).output().unwrap();
+    assert!(events.status.success(), "{}", String::from_utf8_lossy(&events.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(events.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), records);
+    assert!(lines.iter().enumerate().all(|(i, l)| l["seq"] == i as u64));
+    let crls: Vec<_> = lines.iter().map(|l| &l["event"]).filter(|e| e["kind"] == "crl_published").collect();
+    assert!(crls.len() >= 6 && crls.iter().all(|l| l["der_sha256"].as_str().is_some_and(|h| h.len() == 64)));
+    let tail = Command::new(BIN).args(["events", "--storage-url", &url, "--from", "3"]).output().unwrap();
+    assert_eq!(String::from_utf8(tail.stdout).unwrap().lines().count(), records - 3);
+    let (ok, out) = run(Command::new(BIN).args(["audit", "rebuild", "--storage-url", &url]));
+    assert!(!ok && out.contains("audit verify --storage-url"), "audit rebuild on PostgreSQL: {out}");
 }

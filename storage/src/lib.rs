@@ -138,7 +138,7 @@ mod watch;
 mod writer;
 
 pub use error::StoreError;
-pub use pg::{PgOptions, migrate_to_postgres, verify_postgres};
+pub use pg::{PgOptions, migrate_to_postgres, read_postgres, verify_postgres};
 pub use store::{
     Appended, CertRecord, ChainFailure, ChainReport, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, EventStore,
     RawRecord, Role, SharedMetrics, StatusFilter, StoreMetrics, StoreOptions, StoredRecord,

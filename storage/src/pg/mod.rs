@@ -19,6 +19,7 @@
 mod commit;
 mod conn;
 mod crls;
+mod export;
 mod follow;
 mod lease;
 mod migrate;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use ca_core::event::CrlPublished;
 use tokio::runtime::Runtime;
 
+pub use export::read_postgres;
 pub use migrate::migrate_to_postgres;
 use state::State;
 pub use verify::verify_postgres;
