@@ -283,6 +283,9 @@ pub struct App {
     pub revoke_lock: tokio::sync::Mutex<()>,
     /// Serializes issuer rotations: two cannot both take the next generation.
     pub rotate_lock: tokio::sync::Mutex<()>,
+    /// Issuers the log records whose keys this instance lacks (generation, key_ref):
+    /// `issuer_follow.rs` installs them once the key is here; `/readyz` names them.
+    pub issuers_waiting: std::sync::Mutex<Vec<(u32, String)>>,
     pub started: Instant,
     pub public_url: String,
     /// Every issuer's CRLs and OCSP answers.
@@ -341,6 +344,7 @@ impl App {
             metrics,
             revoke_lock: tokio::sync::Mutex::new(()),
             rotate_lock: tokio::sync::Mutex::new(()),
+            issuers_waiting: std::sync::Mutex::default(),
             started: Instant::now(),
             public_url,
             data_dir: config.data_dir.clone(),

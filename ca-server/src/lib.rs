@@ -17,6 +17,7 @@ pub mod grpc_limits;
 pub mod http;
 pub mod http_conn;
 pub mod issuance;
+pub mod issuer_follow;
 pub mod issuer_keys;
 pub mod issuer_life;
 pub mod keyfiles;

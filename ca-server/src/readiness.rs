@@ -3,7 +3,7 @@
 //! (through the signing pool, so a PKCS#11 token is exercised too, and a saturated pool
 //! shows), the current issuer's full CRL has not passed its nextUpdate, and (PostgreSQL, an
 //! instance that does not write) its replica is within `follower_max_lag_ms` of the
-//! database, so OCSP answers are current. Not ready is a
+//! database, so OCSP answers are current, and every issuer the log records has its key here. Not ready is a
 //! 503 whose body names every reason, one per line, for the operator and the orchestrator.
 
 use std::sync::Arc;
@@ -20,9 +20,15 @@ pub fn verdict(
     signs: Result<(), String>,
     crl_next_update: Option<i64>,
     replica_lag: Option<std::time::Duration>,
+    issuers_waiting: &[(u32, String)],
     now: i64,
 ) -> Result<(), Vec<String>> {
     let mut reasons = Vec::new();
+    for (generation, key_ref) in issuers_waiting {
+        reasons.push(format!(
+            "issuer generation {generation} is in the log but its key ({key_ref}) is not on this instance"
+        ));
+    }
     if let Some(f) = store_failure {
         reasons.push(format!("event store refuses writes: {f}"));
     }
@@ -54,7 +60,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let current = app.revocation.get(ca.generation);
     let crl = current.as_ref().and_then(|r| r.full_crl_next_update());
     let lag = current.as_ref().and_then(|r| r.replica_too_stale());
-    match verdict(app.store.write_failure(), signs, crl, lag, now_unix()) {
+    let waiting = app.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    match verdict(app.store.write_failure(), signs, crl, lag, &waiting, now_unix()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reasons) => {
             tracing::warn!(reasons = %reasons.join("; "), "not ready");
@@ -69,18 +76,26 @@ mod tests {
 
     #[test]
     fn every_failed_check_is_named() {
-        assert_eq!(verdict(None, Ok(()), Some(200), None, 100), Ok(()));
+        assert_eq!(verdict(None, Ok(()), Some(200), None, &[], 100), Ok(()));
+        let w = verdict(None, Ok(()), Some(200), None, &[(2, "issuing-2.key".into())], 100).unwrap_err();
+        assert!(w[0].contains("generation 2") && w[0].contains("issuing-2.key"), "{w:?}");
         let lag = Some(std::time::Duration::from_millis(1500));
-        let r =
-            verdict(Some("No space left on device".into()), Err("token removed".into()), Some(50), lag, 100)
-                .unwrap_err();
+        let r = verdict(
+            Some("No space left on device".into()),
+            Err("token removed".into()),
+            Some(50),
+            lag,
+            &[],
+            100,
+        )
+        .unwrap_err();
         assert_eq!(r.len(), 4, "{r:?}");
         assert!(r[0].contains("refuses writes") && r[0].contains("No space left"));
         assert!(r[1].contains("1500 ms behind"), "{r:?}");
         assert!(r[2].contains("cannot sign") && r[2].contains("token removed"));
         assert!(r[3].contains("expired at 50"));
         assert_eq!(
-            verdict(None, Ok(()), None, None, 100).unwrap_err(),
+            verdict(None, Ok(()), None, None, &[], 100).unwrap_err(),
             vec!["no CRL published yet".to_string()]
         );
     }

@@ -206,3 +206,67 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
     let (ok, out) = run(Command::new(BIN).args(["audit", "rebuild", "--storage-url", &url]));
     assert!(!ok && out.contains("audit verify --storage-url"), "audit rebuild on PostgreSQL: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_key_is_there() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    let args = ["--storage-url", url.as_str(), "--config", cfg.to_str().unwrap()];
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = Server::start_with(&dir_a, &args);
+    copy_keys(&dir_a, &dir_b);
+    let b = Server::start_with(&dir_b, &args);
+
+    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
+    assert!(ok, "ca rotate: {out}");
+    let ready = |srv: &Server| {
+        let (st, body) = srv.http_get("/readyz");
+        (st, String::from_utf8_lossy(&body).to_string())
+    };
+    wait_for("the follower to name the key it lacks", Duration::from_secs(5), || {
+        let (st, body) = ready(&b);
+        st == 503 && body.contains("generation 1") && body.contains("issuing-1.key")
+    });
+
+    // The key arrives (as an operator copies it): installed without a restart.
+    let key = dir_b.join("keys/issuing-1.key");
+    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_for("the follower to be ready", Duration::from_secs(10), || ready(&b).0 == 200);
+    let new_intermediate = std::fs::read_to_string(dir_a.join("intermediate.pem")).unwrap();
+    assert_eq!(std::fs::read_to_string(dir_b.join("intermediate.pem")).unwrap(), new_intermediate);
+    wait_for("the follower to serve the new issuer's CRL", Duration::from_secs(5), || {
+        let (st, crl) = b.http_get("/issuers/1/crl");
+        st == 200 && crl == a.http_get("/issuers/1/crl").1
+    });
+
+    // After a takeover the follower issues from the new issuer, not the old one.
+    a.kill9();
+    let mut cb = b.client().await;
+    let killed = Instant::now();
+    let issued = loop {
+        let req = SignCsrRequest {
+            csr: csr_for(&["after.example.internal"]),
+            profile: String::new(),
+            validity_seconds: 0,
+        };
+        match cb.sign_csr(req).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(killed.elapsed() < Duration::from_secs(15), "no takeover: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        ca_core::ca::der_to_pem(&issued.chain_der[0]),
+        new_intermediate,
+        "issued by the rotated issuer"
+    );
+    assert!(b.stop().success());
+}
