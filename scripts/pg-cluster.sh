@@ -133,9 +133,18 @@ case "${1:-}" in
     s=""
     for n in n1 n2; do running $n && ! is_primary $n && s=$n; done
     [ -n "$s" ] || { echo "no standby to promote" >&2; exit 1; }
-    # A paused walreceiver would deliver what it holds once resumed by the promotion:
-    # stop it first, so WAL it had not received is lost as in a real partition.
-    for pid in $(walreceiver_pid "$s"); do kill -CONT "$pid"; kill -TERM "$pid"; done
+    # A paused walreceiver would deliver what it holds once resumed by the promotion,
+    # and so would one resumed and told to stop (CONT then TERM: it drains its socket,
+    # which holds what the primary sent during the pause, before it looks at the signal).
+    # Kill it while paused: the standby restarts its recovery from the WAL it had flushed,
+    # so what it had not received is lost as in a real partition.
+    for pid in $(walreceiver_pid "$s"); do
+      case $(ps -o stat= -p "$pid") in
+        T*) kill -KILL "$pid" ;;
+        *) kill -TERM "$pid" ;;
+      esac
+    done
+    wait_until 30 "$s to accept connections again" sql "$s" "SELECT 1"
     pg pg_ctl -D "$BASE/$s" -w promote >/dev/null
     wait_until 30 "$s to accept writes" is_primary "$s"
     echo "promoted $s" >&2 ;;

@@ -15,7 +15,7 @@ use crate::cli::ConnArgs;
 use crate::error::AppError;
 
 /// How long to wait for a writer (a takeover in progress) before giving up.
-const WAIT_FOR_WRITER: Duration = Duration::from_secs(15);
+pub(crate) const WAIT_FOR_WRITER: Duration = Duration::from_secs(15);
 
 /// Where the CSR should be signed.
 pub enum Signer {

@@ -37,9 +37,21 @@ impl App {
         }
         let serial = req.serial;
         let _guard = self.revoke_lock.lock().await;
-        let rec = self.store.cert(serial)?.ok_or_else(|| {
-            AppError::NotFound(format!("no certificate with serial {serial} was issued by this CA"))
-        })?;
+        let Some(rec) = self.store.cert(serial)? else {
+            // A follower's replica may not hold it yet: only the writer can say it was never
+            // issued, so a follower refuses as for any write (UNAVAILABLE, naming the writer).
+            if let ca_storage::Role::Follower { writer } = self.store.role() {
+                return Err(AppError::Store(ca_storage::StoreError::NotWriter {
+                    writer,
+                    why: format!(
+                        "certificate {serial} is not in this follower's replica; revoke it at the writer"
+                    ),
+                }));
+            }
+            return Err(AppError::NotFound(format!(
+                "no certificate with serial {serial} was issued by this CA"
+            )));
+        };
         authorize(&rec)?;
         let now = now_unix();
         let entry = CertEntry {

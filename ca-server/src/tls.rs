@@ -62,12 +62,24 @@ async fn self_issue(
     requester: &'static str,
 ) -> Result<(CertifiedKey, i64), AppError> {
     let (key, csr) = ca_core::csr::self_request(names)?;
-    let url = match crate::forward::signer(app).await? {
-        crate::forward::Signer::Here => None,
-        crate::forward::Signer::Writer(url) => Some(url),
+    // The writer the lease row names may be gone (killed, its lease not yet run out): ask
+    // again, whoever writes then, until a takeover had time to happen.
+    let deadline = std::time::Instant::now() + crate::forward::WAIT_FOR_WRITER;
+    let at_writer = loop {
+        let url = match crate::forward::signer(app).await? {
+            crate::forward::Signer::Here => break None,
+            crate::forward::Signer::Writer(url) => url,
+        };
+        match crate::forward::sign_at_writer(app, &url, csr.clone()).await {
+            Ok(r) => break Some((url, r)),
+            Err(AppError::Store(e)) if e.is_unavailable() && std::time::Instant::now() < deadline => {
+                tracing::warn!(writer = %url, error = %e, "the writer did not issue the listener certificate; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
     };
-    if let Some(url) = url {
-        let (der, issuer) = crate::forward::sign_at_writer(app, &url, csr).await?;
+    if let Some((url, (der, issuer))) = at_writer {
         let (_, cert) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| AppError::Internal(format!("the writer's listener certificate: {e}")))?;
         let (nb, na) = (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp());

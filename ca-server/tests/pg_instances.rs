@@ -10,7 +10,6 @@ mod common;
 #[path = "../../storage/tests/common/pg.rs"]
 mod pg;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,25 +22,6 @@ fn sign_request(host: &str) -> SignCsrRequest {
 
 fn addr_of(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, a)| a)
-}
-
-/// The second instance's data dir: the first one's keys and certificates, no log.
-fn copy_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("keys")).unwrap();
-    for e in std::fs::read_dir(from.join("keys")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join("keys").join(e.file_name())).unwrap();
-    }
-    for f in ["root.pem", "intermediate.pem", "chain.pem", "admin.pem", "admin.key"] {
-        if from.join(f).exists() {
-            std::fs::copy(from.join(f), to.join(f)).unwrap();
-        }
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -299,6 +299,27 @@ pub async fn list_all(
     }
 }
 
+/// Another instance's data dir (PostgreSQL backend): the keys and certificates of `from`,
+/// no log.
+pub fn copy_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).expect("keys dir");
+    for e in std::fs::read_dir(from.join("keys")).expect("read keys dir") {
+        let e = e.expect("keys dir entry");
+        std::fs::copy(e.path(), to.join("keys").join(e.file_name())).expect("copy key");
+    }
+    for f in ["root.pem", "intermediate.pem", "chain.pem", "admin.pem", "admin.key"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).expect("copy certificate");
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod keys");
+    }
+}
+
 /// Run a command, returning (success, stdout+stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("run command");
