@@ -15,19 +15,6 @@ use std::time::{Duration, Instant};
 use ca_proto::v1::{RevokeRequest, SignCsrRequest};
 use common::*;
 
-fn copy_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("keys")).unwrap();
-    for e in std::fs::read_dir(from.join("keys")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join("keys").join(e.file_name())).unwrap();
-    }
-    for f in ["root.pem", "intermediate.pem", "chain.pem", "admin.pem", "admin.key"] {
-        std::fs::copy(from.join(f), to.join(f)).unwrap();
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
-}
-
 /// `openssl crl` on DER bytes: its text, after checking the signature against `ca`.
 fn crl_text(work: &Path, der: &[u8], ca: &Path) -> String {
     std::fs::write(work.join("got.crl"), der).unwrap();

@@ -23,6 +23,16 @@ pub(crate) struct Target {
     tls: Option<MakeRustls>,
 }
 
+impl Target {
+    /// The same target with a server setting for its sessions (`-c name=value`).
+    pub(crate) fn with_setting(&self, name: &str, value: &str) -> Target {
+        let mut t = self.clone();
+        let options = format!("{} -c {name}={value}", t.cfg.get_options().unwrap_or(""));
+        t.cfg.options(options.trim());
+        t
+    }
+}
+
 /// Parse `url` (`postgres://user:password@host:port[,host:port...]/db?...`). Besides what
 /// tokio-postgres reads, `sslrootcert=PATH` (PEM CA certificates) turns TLS on, verified
 /// against that CA and the host name; `sslmode=verify-full` (libpq's name) requires it;

@@ -228,13 +228,8 @@ impl EventStore {
         // A writer paused (SIGSTOP, a VM freeze) between its batch's statements and COMMIT
         // holds the lease row's lock, and the takeover's UPDATE would wait on it for as long
         // as the pause lasts: the database ends such a transaction after a lease TTL.
-        let mut commit_cfg = cfg.clone();
-        let options = format!(
-            "{} -c idle_in_transaction_session_timeout={}",
-            commit_cfg.get_options().unwrap_or(""),
-            pg.lease_ttl.as_millis()
-        );
-        commit_cfg.options(options.trim());
+        let commit_cfg =
+            cfg.with_setting("idle_in_transaction_session_timeout", &pg.lease_ttl.as_millis().to_string());
         let upstream = Arc::new(commit::PgUpstream {
             rt: rt.handle().clone(),
             cfg: commit_cfg,
