@@ -65,6 +65,8 @@ async fn acme_state_acknowledged_by_the_writer_survives_its_kill9() {
         }
     };
     eprintln!("new order accepted {} ms after the kill -9", killed.elapsed().as_millis());
+    let lease = db.sql("ca", "SELECT epoch, holder FROM ca_lease WHERE id = 1");
+    assert!(lease.split('|').next().unwrap().parse::<u64>().unwrap() >= 2, "a later epoch: {lease}");
     let env = AcmeEnv { chall, server: b, dir };
     assert_eq!(env.authorize(&mut order, ChallengeType::Http01).await, OrderStatus::Ready);
     order.finalize().await.unwrap();
