@@ -211,15 +211,20 @@ impl Writer {
     /// Poison the writer on a write-path error (see [`StoreError::Failed`]).
     fn note_failure<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(e) = &r
-            && self.failed.is_none()
             && !matches!(e, StoreError::Failed(_))
         {
-            let msg = e.to_string();
+            self.poison(e.to_string());
+        }
+        r
+    }
+
+    /// Refuse every further write, saying why (the first reason is kept).
+    fn poison(&mut self, msg: String) {
+        if self.failed.is_none() {
             tracing::error!(error = %msg, "event store write failed; refusing further writes until restart");
             self.shared.set_failed(msg.clone());
             self.failed = Some(msg);
         }
-        r
     }
 
     /// Flush sled (and fsync its file when asked), then empty the journal: everything it
@@ -327,8 +332,11 @@ impl Writer {
         if let Some(up) = &self.upstream
             && let Err(e) = up.commit(&records)
         {
-            if matches!(e, StoreError::Failed(_)) {
-                let _ = self.note_failure(Err::<(), _>(upstream::again(&e)));
+            // The system of record's `Failed` (an outcome it could not learn, a log it lost)
+            // stops this store too: `note_failure` passes `Failed` through, as a poisoned
+            // writer's own refusals.
+            if let StoreError::Failed(msg) = &e {
+                self.poison(msg.clone());
             }
             for (reply, _) in answers {
                 reply.send(Err(upstream::again(&e)));

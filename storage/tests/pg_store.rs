@@ -299,3 +299,31 @@ fn the_store_talks_tls_to_postgres_verified_against_the_urls_ca() {
     assert!(all.parse::<u32>().unwrap() >= 2 && all == tls, "ca-server connections, TLS ones: {counts}");
     assert_eq!(verify_postgres(&good, &mut |_| {}).unwrap().records, 1);
 }
+
+#[test]
+fn a_writer_whose_database_lost_acknowledged_records_stops_writing() {
+    let pg = Pg::start();
+    let url = pg.database("lost");
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), &url, "instance-a", 60_000);
+    a.append_blocking(vec![common::issued(&common::serial(1), 4_000_000_000)]).unwrap();
+    a.append_blocking(vec![common::issued(&common::serial(2), 4_000_000_000)]).unwrap();
+    // What a promoted asynchronous standby looks like: the last record gone, the lease
+    // row (same epoch) back at the head before it.
+    pg.sql(
+        "lost",
+        "BEGIN; DELETE FROM ca_log WHERE seq = 1; \
+         UPDATE ca_lease SET next_seq = 1, head = (SELECT hash FROM ca_log WHERE seq = 0); COMMIT;",
+    );
+    match a.append_blocking(vec![common::issued(&common::serial(3), 4_000_000_000)]) {
+        Err(StoreError::Failed(why)) => assert!(why.contains("lost records"), "{why}"),
+        other => panic!("appending over lost records: {other:?}"),
+    }
+    assert!(a.write_failure().is_some_and(|w| w.contains("lost records")), "{:?}", a.write_failure());
+    assert!(
+        a.append_blocking(vec![common::issued(&common::serial(4), 4_000_000_000)]).is_err(),
+        "it stays stopped"
+    );
+    assert_eq!(pg.sql("lost", "SELECT count(*) FROM ca_log"), "1", "nothing was written over the gap");
+    assert_eq!(a.role(), Role::Writer { epoch: 1 }, "it keeps the lease, so no one else writes over the gap");
+}

@@ -224,7 +224,19 @@ impl PgUpstream {
                     why: format!("its lease (epoch {epoch}) was taken over (epoch {e})"),
                 }
             }
-            _ => self.state.not_writer("the log's head moved under this writer"),
+            // Still this instance's epoch, yet the row's head is not the one it appended:
+            // the database lost records it had acknowledged (a failover to a standby that
+            // was not synchronous). Writing on would build on the gap; stop, loudly, and
+            // keep the lease so no other instance builds on it either.
+            Some(_) => {
+                let msg = "the database's log no longer ends where this writer's does: it lost records this \
+                           writer had acknowledged (a failover to a standby that was not synchronous?). This \
+                           instance stops writing and keeps the lease so that no other instance writes over the \
+                           gap. Compare `audit verify --storage-url` with this instance's replica, then decide";
+                tracing::error!("{msg}");
+                StoreError::Failed(msg.into())
+            }
+            None => self.state.not_writer("the log's head moved under this writer"),
         }
     }
 
