@@ -46,6 +46,9 @@ pub fn start(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
                 },
                 _ = tokio::time::sleep(RETRY), if !waiting.is_empty() => {}
             }
+            if waiting.is_empty() {
+                continue;
+            }
             let mut still = Vec::new();
             for r in waiting.drain(..) {
                 match install(&app, &r).await {
