@@ -327,3 +327,38 @@ fn a_writer_whose_database_lost_acknowledged_records_stops_writing() {
     assert_eq!(pg.sql("lost", "SELECT count(*) FROM ca_log"), "1", "nothing was written over the gap");
     assert_eq!(a.role(), Role::Writer { epoch: 1 }, "it keeps the lease, so no one else writes over the gap");
 }
+
+#[test]
+fn verify_reads_one_snapshot_while_the_writer_appends() {
+    let pg = Pg::start();
+    let url = pg.database("live");
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), &url, "instance-a", 60_000);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                // Certificates, revocations and CRL numbers: every projection table moves.
+                let serial = common::serial(i);
+                let mut batch = vec![common::issued(&serial, 4_000_000_000)];
+                if i.is_multiple_of(3) {
+                    batch.push(common::revoked(&serial, RevocationReason::KeyCompromise, 10, None));
+                    batch.push(Event::CrlPublished(ca_core::event::CrlPublished {
+                        number: i,
+                        this_update: 10,
+                        next_update: 20,
+                        delta_base: None,
+                        issuer_generation: (i % 2) as u32,
+                        der_sha256: None,
+                    }));
+                }
+                a.append_blocking(batch).unwrap();
+            }
+        });
+        let failures: Vec<_> = (0..15).filter_map(|_| verify_postgres(&url, &mut |_| {}).err()).collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(failures.is_empty(), "verify under appends: {failures:?}");
+    });
+}

@@ -25,6 +25,12 @@ pub fn verify_postgres(
     let rt = runtime().map_err(failure(0))?;
     block_on(&rt, async {
         let client = conn::connect(&cfg).await.map_err(failure(0))?;
+        // One snapshot for the log, the lease and the projections: the instances may go on
+        // writing meanwhile, and a later record's projection must not meet an earlier walk.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| failure(0)(e.into()))?;
         let mut v = ChainVerifier::default();
         let mut fold = Rows::default();
         loop {
