@@ -50,6 +50,20 @@ fn ocsp(work: &Path, dir: &Path, http: &str) -> String {
     out
 }
 
+/// Two instances on the database at `url` with a 1 s lease, the second with the first's
+/// keys: `(their scratch dir, the writer, the follower)`.
+fn two_instances(url: &str) -> (tempfile::TempDir, Server, Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ca.toml");
+    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    let args = ["--storage-url", url, "--config", cfg.to_str().unwrap()];
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = Server::start_with(&dir_a, &args);
+    copy_keys(&dir_a, &dir_b);
+    let b = Server::start_with(&dir_b, &args);
+    (tmp, a, b)
+}
+
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
@@ -62,15 +76,9 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replica() {
     let db = pg::Pg::start();
     let url = db.database("ca");
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, a, b) = two_instances(&url);
     let work = tmp.path();
-    let cfg = work.join("ca.toml");
-    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
-    let args = ["--storage-url", url.as_str(), "--config", cfg.to_str().unwrap()];
-    let (dir_a, dir_b) = (work.join("a"), work.join("b"));
-    let a = Server::start_with(&dir_a, &args);
-    copy_keys(&dir_a, &dir_b);
-    let b = Server::start_with(&dir_b, &args);
+    let dir_a = a.dir.clone();
     let intermediate = dir_a.join("intermediate.pem");
 
     // The follower serves the writer's first CRL as it is.
@@ -198,14 +206,8 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
 async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_key_is_there() {
     let db = pg::Pg::start();
     let url = db.database("ca");
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("ca.toml");
-    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
-    let args = ["--storage-url", url.as_str(), "--config", cfg.to_str().unwrap()];
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = Server::start_with(&dir_a, &args);
-    copy_keys(&dir_a, &dir_b);
-    let b = Server::start_with(&dir_b, &args);
+    let (_tmp, a, b) = two_instances(&url);
+    let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
 
     let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
     assert!(ok, "ca rotate: {out}");

@@ -123,26 +123,6 @@ impl Node {
         rt.as_ref().map(|rt| rt.handle().clone()).ok_or(StoreError::Closed)
     }
 
-    pub(crate) async fn share_crl(
-        &self,
-        issuer: u32,
-        delta: bool,
-        seq: u64,
-        der: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let rt = self.handle()?;
-        self.crls.with(rt, move |c| crls::upsert(c, issuer, delta, seq, der)).await
-    }
-
-    pub(crate) async fn newest_crl(
-        &self,
-        issuer: u32,
-        delta: bool,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let rt = self.handle()?;
-        self.crls.with(rt, move |c| crls::newest(c, issuer, delta)).await
-    }
-
     pub(crate) fn stop(&self) {
         if let Some(rt) = self.rt.lock().unwrap_or_else(PoisonError::into_inner).take() {
             // Callable from inside another runtime, unlike dropping it.
@@ -188,7 +168,9 @@ impl EventStore {
     ) -> Result<(), StoreError> {
         match self.pg_node() {
             None => Ok(()),
-            Some(node) => node.share_crl(issuer, delta, seq, der).await,
+            Some(node) => {
+                node.crls.with(node.handle()?, move |c| crls::upsert(c, issuer, delta, seq, der)).await
+            }
         }
     }
 
@@ -202,7 +184,8 @@ impl EventStore {
         delta: bool,
     ) -> Result<Option<(CrlPublished, Vec<u8>)>, StoreError> {
         let Some(node) = self.pg_node() else { return Ok(None) };
-        let Some((seq, der)) = node.newest_crl(issuer, delta).await? else { return Ok(None) };
+        let newest = node.crls.with(node.handle()?, move |c| crls::newest(c, issuer, delta)).await?;
+        let Some((seq, der)) = newest else { return Ok(None) };
         Ok(crls::checked(self, issuer, delta, seq, &der)?.map(|c| (c, der)))
     }
 
