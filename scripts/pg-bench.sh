@@ -67,6 +67,8 @@ mkdir -p pgb/keys && cp -a pga/keys/. pgb/keys/ && cp pga/*.pem pga/admin.key pg
 WRITER_PID=$SERVER_PID; mv server.out writer.out; mv server.log writer.log
 start_server "$BIN/ca-server" pgb --storage-url "$URL" --grpc-addr 127.0.0.1:50052 --http-addr 127.0.0.1:8081 --no-acme
 FOLLOWER_PID=$SERVER_PID
+# It answers OCSP once the writer issued it a delegated signer (/readyz says when).
+for _ in $(seq 100); do curl -sf http://127.0.0.1:8081/readyz >/dev/null && break; sleep 0.1; done
 # The certificates are issued at the writer first (--from-grpc), then queried.
 for who in "writer 127.0.0.1:8080" "follower 127.0.0.1:8081"; do
   set -- $who

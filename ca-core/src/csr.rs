@@ -68,6 +68,16 @@ pub fn csr_der(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
 /// Parse and check a CSR against the key rules of `policy`. Name rules are applied by
 /// the caller (they depend on who asks).
 pub fn check(bytes: &[u8], policy: &Policy) -> Result<CheckedCsr, Error> {
+    checked(bytes, policy, true)
+}
+
+/// Like [`check`], for a request whose key alone is used (a delegated OCSP signer's: the
+/// subject is fixed): its names are not read, so `names` is empty.
+pub fn check_key(bytes: &[u8], policy: &Policy) -> Result<CheckedCsr, Error> {
+    checked(bytes, policy, false)
+}
+
+fn checked(bytes: &[u8], policy: &Policy, read_names: bool) -> Result<CheckedCsr, Error> {
     let der = csr_der(bytes)?;
     let (rest, csr) = X509CertificationRequest::from_der(&der)
         .map_err(|e| Error::MalformedCsr(format!("not a PKCS#10 request: {e}")))?;
@@ -82,7 +92,13 @@ pub fn check(bytes: &[u8], policy: &Policy) -> Result<CheckedCsr, Error> {
     let key = subject_key(spki)?;
     policy.check_key(key)?;
     csr.verify_signature().map_err(|e| Error::BadCsrSignature(format!("{e}")))?;
+    let names = if read_names { requested_names(&csr)? } else { Vec::new() };
+    Ok(CheckedCsr { key, public_key_raw: spki.subject_public_key.data.to_vec(), names })
+}
 
+/// The subjectAltName request's names, or the CN when there is none; deduplicated in
+/// request order.
+fn requested_names(csr: &X509CertificationRequest<'_>) -> Result<Vec<SanName>, Error> {
     let mut names: Vec<SanName> = Vec::new();
     let mut push = |n: SanName| {
         if !names.contains(&n) {
@@ -111,7 +127,7 @@ pub fn check(bytes: &[u8], policy: &Policy) -> Result<CheckedCsr, Error> {
     }
     if !saw_san {
         // Legacy CSRs (plain `openssl req -subj /CN=host`) carry the name only in CN.
-        for cn in info.subject.iter_common_name() {
+        for cn in csr.certification_request_info.subject.iter_common_name() {
             let cn = cn.as_str().map_err(|_| Error::MalformedCsr("CN is not a string".into()))?;
             match cn.parse::<IpAddr>() {
                 Ok(ip) => push(SanName::Ip(ip)),
@@ -119,8 +135,7 @@ pub fn check(bytes: &[u8], policy: &Policy) -> Result<CheckedCsr, Error> {
             }
         }
     }
-
-    Ok(CheckedCsr { key, public_key_raw: spki.subject_public_key.data.to_vec(), names })
+    Ok(names)
 }
 
 fn subject_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<SubjectKey, Error> {

@@ -512,7 +512,7 @@ fn write_single(w: &mut Vec<u8>, e: &SingleAnswer<'_>) -> Result<(), Error> {
 }
 
 /// Lets rcgen take any [`Signer`]'s public key as a certificate's subject key.
-struct SubjectKey<'a>(&'a dyn Signer);
+pub struct SubjectKey<'a>(pub &'a dyn Signer);
 
 impl PublicKeyData for SubjectKey<'_> {
     fn der_bytes(&self) -> &[u8] {
@@ -526,14 +526,15 @@ impl PublicKeyData for SubjectKey<'_> {
 /// How far a delegated OCSP signer's notBefore is backdated.
 const OCSP_SIGNER_BACKDATE_SECS: i64 = 60;
 
-/// Issue a delegated OCSP-signing certificate for `key` (which may live in an HSM):
+/// Issue a delegated OCSP-signing certificate for the public key `key` (a signer here,
+/// possibly in an HSM, or a checked CSR from another instance):
 /// CN "`<issuing CA CN>` OCSP Responder", keyUsage digitalSignature, EKU id-kp-OCSPSigning,
 /// id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1: relying parties do not check its status, so
 /// keep `validity_secs` short, e.g. a few days, and rotate), AKI; signed by the issuing CA.
 /// Returns the certificate DER.
 pub fn ocsp_signer_cert(
     ca: &IssuingCa,
-    key: &dyn Signer,
+    key: &impl PublicKeyData,
     now: UnixSeconds,
     validity_secs: u64,
 ) -> Result<Vec<u8>, Error> {
@@ -555,7 +556,7 @@ pub fn ocsp_signer_cert(
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
     p.use_authority_key_identifier_extension = true;
     p.custom_extensions = vec![CustomExtension::from_oid_content(OID_OCSP_NOCHECK, vec![0x05, 0x00])];
-    let cert = p.signed_by(&SubjectKey(key), &ca.issuer)?;
+    let cert = p.signed_by(key, &ca.issuer)?;
     Ok(cert.der().to_vec())
 }
 
@@ -570,6 +571,6 @@ pub fn issue_ocsp_signer(
 ) -> Result<(Vec<u8>, Pkcs8Key), Error> {
     let key = keys::generate(alg)?;
     let signer = SoftwareSigner::from_pkcs8(key.der())?;
-    let cert = ocsp_signer_cert(ca, &signer, now, validity_secs)?;
+    let cert = ocsp_signer_cert(ca, &SubjectKey(&signer), now, validity_secs)?;
     Ok((cert, key))
 }

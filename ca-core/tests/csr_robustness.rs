@@ -57,6 +57,22 @@ fn the_valid_csr_passes_and_every_truncation_and_byte_flip_is_handled() {
 }
 
 #[test]
+fn check_key_reads_the_key_and_signature_but_not_the_names() {
+    // rcgen's default subject CN ("rcgen self signed cert") is no DNS name: `check` refuses
+    // it as the request's name, `check_key` does not read names.
+    let (_, der) = csr::self_request(&[]).unwrap();
+    let p = policy();
+    assert!(matches!(csr::check(&der, &p), Err(ca_core::Error::BadNames(_))));
+    let c = csr::check_key(&der, &p).unwrap();
+    assert!(c.names.is_empty() && !c.public_key_raw.is_empty());
+    // A damaged signature is still refused.
+    let mut bad = der.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(csr::check_key(&bad, &p).is_err());
+}
+
+#[test]
 fn pem_damage_is_a_clear_error() {
     let der = valid_csr();
     let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));

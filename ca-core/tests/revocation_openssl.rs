@@ -654,6 +654,26 @@ fn delegated_responder_rejects_unsuitable_certificates() {
 }
 
 #[test]
+fn a_csr_key_certified_as_ocsp_signer_makes_a_delegated_responder() {
+    // What another instance sends the writer: a fresh key, a CSR whose names are not read.
+    let pki = Pki::new(KeyAlgorithm::EcdsaP256);
+    let (key, csr_der) = ca_core::csr::self_request(&[]).unwrap();
+    let policy = ca_core::policy::Policy::new(ca_core::policy::PolicyConfig::default()).unwrap();
+    let csr = ca_core::csr::check_key(&csr_der, &policy).unwrap();
+    let cert = ocsp::ocsp_signer_cert(&pki.ca, &csr, now(), 3_600).unwrap();
+    let signer = Arc::new(SoftwareSigner::from_pkcs8(&key).unwrap());
+    let responder = OcspResponder::delegated(&pki.ca, cert, signer).unwrap();
+    assert_eq!(responder.delegated_not_after(), Some(now() + 3_600));
+    // Someone else's key for that certificate is refused.
+    let (other, _) = ca_core::csr::self_request(&[]).unwrap();
+    let cert = ocsp::ocsp_signer_cert(&pki.ca, &csr, now(), 3_600).unwrap();
+    assert!(
+        OcspResponder::delegated(&pki.ca, cert, Arc::new(SoftwareSigner::from_pkcs8(&other).unwrap()))
+            .is_err()
+    );
+}
+
+#[test]
 fn ocsp_with_ed25519_ca_verifies() {
     if !have_openssl() {
         return;

@@ -10,16 +10,18 @@ use ca_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
+use crate::error::AppError;
 
 pub struct CaAdminService {
     pub app: Arc<App>,
 }
 
 impl CaAdminService {
-    /// Checked first, so a refused caller learns nothing.
-    fn admin<T>(&self, method: &'static str, req: &Request<T>) -> Result<(), Status> {
-        let (g, _) = crate::grpc::grant(&self.app, req);
-        Ok(self.app.authz.check_admin(method, &g)?)
+    /// Checked first, so a refused caller learns nothing. Returns the caller, as logged.
+    fn admin<T>(&self, method: &'static str, req: &Request<T>) -> Result<String, Status> {
+        let (g, requester) = crate::grpc::grant(&self.app, req);
+        self.app.authz.check_admin(method, &g)?;
+        Ok(requester)
     }
 }
 
@@ -61,5 +63,17 @@ impl CaAdmin for CaAdminService {
         let issuers =
             self.app.authority.issuers().iter().map(|ca| issuer_info(ca, ca.generation == current)).collect();
         Ok(Response::new(ListIssuersResponse { issuers }))
+    }
+
+    async fn issue_ocsp_signer(
+        &self,
+        request: Request<IssueOcspSignerRequest>,
+    ) -> Result<Response<IssueOcspSignerResponse>, Status> {
+        let requester = self.admin("IssueOcspSigner", &request)?;
+        let req = request.into_inner();
+        let csr = ca_core::csr::check_key(&req.csr, self.app.authority.policy()).map_err(AppError::from)?;
+        let issuer = self.app.revocation.issuer(req.issuer_generation)?;
+        let certificate_der = issuer.issue_signer_for(&csr, &requester).await?;
+        Ok(Response::new(IssueOcspSignerResponse { certificate_der }))
     }
 }

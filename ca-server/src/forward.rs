@@ -1,13 +1,15 @@
-//! Listener certificates on an instance that does not write (PostgreSQL backend, a
-//! follower): every certificate must be in the log and only the writer appends, so the
-//! follower asks the writer for it over gRPC, as the admin (the data dir's `admin.pem`),
-//! at the URL the writer recorded in the lease row (`[storage] grpc_url`). The key stays
-//! here; the writer signs and logs the CSR like any other.
+//! Certificates an instance that does not write (PostgreSQL backend, a follower) needs for
+//! itself: its listener certificates and its delegated OCSP signers. Every certificate
+//! must be in the log and only the writer appends, so the follower asks the writer for it
+//! over gRPC, as the admin (the data dir's `admin.pem`), at the URL the writer recorded in
+//! the lease row (`[storage] grpc_url`). The key stays here; the writer signs and logs
+//! the CSR like any other.
 
 use std::time::{Duration, Instant};
 
-use ca_proto::v1::SignCsrRequest;
+use ca_proto::v1::ca_admin_client::CaAdminClient;
 use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
+use ca_proto::v1::{IssueOcspSignerRequest, SignCsrRequest};
 use ca_storage::Role;
 
 use crate::app::App;
@@ -60,8 +62,12 @@ fn host_of(url: &str) -> String {
     }
 }
 
-/// Have the writer at `url` sign `csr` with the `server` profile: `(leaf, issuing CA)`.
-pub async fn sign_at_writer(app: &App, url: &str, csr: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), AppError> {
+/// A channel to the writer at `url`, as the admin; errors say `what` was being asked for.
+async fn writer_channel(
+    app: &App,
+    url: &str,
+    what: &'static str,
+) -> Result<(tonic::transport::Channel, impl Fn(String) -> AppError), AppError> {
     let conn = ConnArgs {
         addr: url.to_string(),
         data_dir: app.data_dir.clone(),
@@ -70,20 +76,48 @@ pub async fn sign_at_writer(app: &App, url: &str, csr: Vec<u8>) -> Result<(Vec<u
         ca: None,
         server_name: host_of(url),
     };
-    let unavailable = |what: String| {
+    let url = url.to_string();
+    let unavailable = move |why: String| {
         AppError::Store(ca_storage::StoreError::Unavailable(format!(
-            "asking the writer at {url} for this instance's listener certificate: {what}"
+            "asking the writer at {url} for {what}: {why}"
         )))
     };
     let channel = crate::client::channel(&conn).await.map_err(|e| unavailable(e.to_string()))?;
+    Ok((channel, unavailable))
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Have the writer at `url` sign `csr` with the `server` profile: `(leaf, issuing CA)`.
+pub async fn sign_at_writer(app: &App, url: &str, csr: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), AppError> {
+    let (channel, unavailable) = writer_channel(app, url, "this instance's listener certificate").await?;
     let r = CertificateAuthorityClient::new(channel)
         .sign_csr(SignCsrRequest { csr, profile: "server".into(), validity_seconds: 0 })
         .await
-        .map_err(|s| unavailable(format!("{:?}: {}", s.code(), s.message())))?
+        .map_err(|s| unavailable(status_text(&s)))?
         .into_inner();
     let issuer =
         r.chain_der.into_iter().next().ok_or_else(|| unavailable("no chain in the answer".into()))?;
     Ok((r.certificate_der, issuer))
+}
+
+/// Have the writer at `url` issue a delegated OCSP signer of issuer `generation` for the
+/// key of `csr`: the certificate DER.
+pub async fn ocsp_signer_at_writer(
+    app: &App,
+    url: &str,
+    csr: Vec<u8>,
+    generation: u32,
+) -> Result<Vec<u8>, AppError> {
+    let (channel, unavailable) = writer_channel(app, url, "a delegated OCSP signer").await?;
+    let r = CaAdminClient::new(channel)
+        .issue_ocsp_signer(IssueOcspSignerRequest { csr, issuer_generation: generation })
+        .await
+        .map_err(|s| unavailable(status_text(&s)))?
+        .into_inner();
+    Ok(r.certificate_der)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod issuer_keys;
 pub mod issuer_life;
 pub mod keyfiles;
 pub mod metrics;
+pub mod ocsp_follow;
 pub mod offline;
 pub mod pkcs11;
 pub mod ratelimit;

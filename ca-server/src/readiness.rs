@@ -1,10 +1,11 @@
 //! `/readyz`: whether this instance can do its job, as opposed to `/healthz` (the process
 //! answers). Ready means the event store accepts writes, the current issuing key signs
 //! (through the signing pool, so a PKCS#11 token is exercised too, and a saturated pool
-//! shows), the current issuer's full CRL has not passed its nextUpdate, and (PostgreSQL, an
-//! instance that does not write) its replica is within `follower_max_lag_ms` of the
-//! database, so OCSP answers are current, and every issuer the log records has its key here. Not ready is a
-//! 503 whose body names every reason, one per line, for the operator and the orchestrator.
+//! shows), the current issuer's full CRL has not passed its nextUpdate, OCSP answers (on
+//! the PostgreSQL backend, an instance that does not write needs its replica within
+//! `follower_max_lag_ms` of the database and a delegated signer from the writer), and
+//! every issuer the log records has its key here. Not ready is a 503 whose body names
+//! every reason, one per line, for the operator and the orchestrator.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub fn verdict(
     store_failure: Option<String>,
     signs: Result<(), String>,
     crl_next_update: Option<i64>,
-    replica_lag: Option<std::time::Duration>,
+    ocsp_refusal: Option<String>,
     issuers_waiting: &[(u32, String)],
     now: i64,
 ) -> Result<(), Vec<String>> {
@@ -32,11 +33,8 @@ pub fn verdict(
     if let Some(f) = store_failure {
         reasons.push(format!("event store refuses writes: {f}"));
     }
-    if let Some(lag) = replica_lag {
-        reasons.push(format!(
-            "the replica is {} ms behind the database (OCSP answers tryLater)",
-            lag.as_millis()
-        ));
+    if let Some(why) = ocsp_refusal {
+        reasons.push(format!("OCSP answers tryLater: {why}"));
     }
     if let Err(e) = signs {
         reasons.push(format!("issuing key cannot sign: {e}"));
@@ -59,9 +57,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     };
     let current = app.revocation.get(ca.generation);
     let crl = current.as_ref().and_then(|r| r.full_crl_next_update());
-    let lag = current.as_ref().and_then(|r| r.replica_too_stale());
+    let ocsp = current.as_ref().and_then(|r| r.cannot_answer());
     let waiting = app.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    match verdict(app.store.write_failure(), signs, crl, lag, &waiting, now_unix()) {
+    match verdict(app.store.write_failure(), signs, crl, ocsp, &waiting, now_unix()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reasons) => {
             tracing::warn!(reasons = %reasons.join("; "), "not ready");
@@ -79,7 +77,7 @@ mod tests {
         assert_eq!(verdict(None, Ok(()), Some(200), None, &[], 100), Ok(()));
         let w = verdict(None, Ok(()), Some(200), None, &[(2, "issuing-2.key".into())], 100).unwrap_err();
         assert!(w[0].contains("generation 2") && w[0].contains("issuing-2.key"), "{w:?}");
-        let lag = Some(std::time::Duration::from_millis(1500));
+        let lag = Some("the replica is 1500 ms behind the database".to_string());
         let r = verdict(
             Some("No space left on device".into()),
             Err("token removed".into()),

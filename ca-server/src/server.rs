@@ -124,6 +124,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let window = std::time::Duration::from_secs(config.authz.denial_summary_secs.max(1));
     crate::denials::start(app.clone(), window, rx.clone());
     crate::issuer_follow::start(app.clone(), rx.clone());
+    crate::ocsp_follow::start(app.clone(), rx.clone());
 
     let (acme_addr, acme) = match acme_listener {
         Some(l) => {

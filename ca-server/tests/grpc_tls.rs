@@ -88,8 +88,8 @@ async fn a_certificate_from_another_ca_is_refused() {
 /// admin identity on one of its certificates is not the admin.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configured_client_ca_is_trusted_but_cannot_mint_the_admin() {
-    use ca_proto::v1::ListIssuersRequest;
     use ca_proto::v1::ca_admin_client::CaAdminClient;
+    use ca_proto::v1::{IssueOcspSignerRequest, ListIssuersRequest};
     let tmp = tempfile::tempdir().unwrap();
     let other_ca = foreign_ca();
     let bundle = tmp.path().join("client-cas.pem");
@@ -113,7 +113,12 @@ async fn a_configured_client_ca_is_trusted_but_cannot_mint_the_admin() {
     let r = build.sign_csr(sign_request()).await.expect("the default rule").into_inner();
     let info = build.get_certificate(GetCertificateRequest { serial: r.serial }).await.unwrap().into_inner();
     assert_eq!(info.certificate.unwrap().requester, "grpc:spiffe://corp/build");
-    let denied = CaAdminClient::new(ch).list_issuers(ListIssuersRequest {}).await.unwrap_err();
+    let denied = CaAdminClient::new(ch.clone()).list_issuers(ListIssuersRequest {}).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    // Nor can it mint itself an OCSP responder.
+    let (_, csr) = ca_core::csr::self_request(&[]).unwrap();
+    let signer_req = IssueOcspSignerRequest { csr, issuer_generation: 0 };
+    let denied = CaAdminClient::new(ch).issue_ocsp_signer(signer_req.clone()).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
 
     // The admin's own identity, minted by the other CA.
@@ -123,7 +128,28 @@ async fn a_configured_client_ca_is_trusted_but_cannot_mint_the_admin() {
     assert!(denied.message().contains("spiffe://ca-server/admin (default rule)"), "{denied:?}");
     // ...while the real admin credential is the admin.
     let ch = server.channel().await;
-    CaAdminClient::new(ch).list_issuers(ListIssuersRequest {}).await.expect("the admin credential");
+    CaAdminClient::new(ch.clone()).list_issuers(ListIssuersRequest {}).await.expect("the admin credential");
+    // The admin gets a delegated OCSP signer, logged as an issuance under its name.
+    let der = CaAdminClient::new(ch.clone())
+        .issue_ocsp_signer(signer_req)
+        .await
+        .expect("the admin credential")
+        .into_inner()
+        .certificate_der;
+    let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(x.extended_key_usage().unwrap().unwrap().value.ocsp_signing);
+    let serial = ca_core::Serial::from_bytes(x.raw_serial()).unwrap().to_hex();
+    let info = CertificateAuthorityClient::new(ch)
+        .get_certificate(GetCertificateRequest { serial })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate
+        .unwrap();
+    assert_eq!(
+        (info.profile.as_str(), info.requester.as_str()),
+        ("ocsp-signing", "grpc:spiffe://ca-server/admin")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -31,7 +31,8 @@ fn crl_number(text: &str) -> u64 {
     line.trim().parse().unwrap_or_else(|_| panic!("CRL number in {text}"))
 }
 
-/// `openssl ocsp` for `leaf.pem` in `work` against `http`: its output.
+/// `openssl ocsp` for `leaf.pem` in `work` against `http`: its output, the response's
+/// text included (a delegated signer's certificate rides along, CN "... OCSP Responder").
 fn ocsp(work: &Path, dir: &Path, http: &str) -> String {
     let (_, out) = openssl(
         &[
@@ -44,10 +45,16 @@ fn ocsp(work: &Path, dir: &Path, http: &str) -> String {
             &format!("http://{http}/ocsp"),
             "-CAfile",
             dir.join("root.pem").to_str().unwrap(),
+            "-resp_text",
         ],
         work,
     );
     out
+}
+
+/// Signed by a delegated OCSP signer (not the issuing key) and verified by openssl.
+fn delegated(out: &str) -> bool {
+    out.contains("Response verify OK") && out.contains("OCSP Responder")
 }
 
 /// Two instances on the database at `url` with a 1 s lease, the second with the first's
@@ -86,8 +93,9 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&first));
     assert_eq!(first, a.http_get("/crl").1, "the follower's CRL is the writer's");
     let first_number = crl_number(&crl_text(work, &first, &intermediate));
-    let (st, body) = b.http_get("/readyz");
-    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    // Ready once the writer issued it a delegated OCSP signer (it never signs OCSP with
+    // the issuing key).
+    wait_for("the follower is ready", Duration::from_secs(5), || b.http_get("/readyz").0 == 200);
 
     // The follower's metrics say it does not write and how current its replica is.
     let metric = |srv: &Server, name: &str| -> f64 {
@@ -131,6 +139,12 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
     wait_for("the follower's OCSP says revoked", Duration::from_secs(5), || {
         ocsp(work, &dir_a, &b.http).contains("leaf.pem: revoked")
     });
+    let (from_b, from_a) = (ocsp(work, &dir_a, &b.http), ocsp(work, &dir_a, &a.http));
+    assert!(delegated(&from_b), "the follower signs with a delegated signer: {from_b}");
+    assert!(
+        from_a.contains("Response verify OK") && !from_a.contains("OCSP Responder"),
+        "the writer signs with the issuing key: {from_a}"
+    );
 
     // Hold the log table locked: the follower cannot confirm its replica is current, so after
     // follower_max_lag_ms (1 s) it answers tryLater and is not ready; then it recovers.
@@ -179,6 +193,9 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
         let text = crl_text(work, &b.http_get("/crl").1, &intermediate);
         crl_number(&text) > served && text.to_lowercase().contains(&leaf.serial.to_lowercase())
     });
+    // Writing now (no `ocsp_delegated_signer`): its fresh answers are the issuing key's.
+    let out = ocsp(work, &dir_a, &b.http);
+    assert!(out.contains("leaf.pem: revoked") && !out.contains("OCSP Responder"), "{out}");
     assert!(metric(&b, "ca_storage_lease_epoch") >= 2.0);
     assert_eq!(metric(&b, "ca_storage_takeovers_total"), 1.0);
     assert!(b.stop().success());

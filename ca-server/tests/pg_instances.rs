@@ -69,6 +69,15 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
         assert!(Instant::now() < deadline, "the follower never saw the writer's last certificate");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Ready (so answering OCSP) once the writer issued it a delegated OCSP signer.
+    while b.http_get("/readyz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {}",
+            String::from_utf8_lossy(&b.http_get("/readyz").1)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let work = tmp.path();
     std::fs::write(work.join("leaf.pem"), &last.certificate_pem).unwrap();
     let (ok, out) = openssl(

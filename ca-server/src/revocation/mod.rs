@@ -20,6 +20,7 @@
 mod crl;
 mod ocsp;
 mod registry;
+mod signer;
 
 pub use ocsp::OcspRequest;
 pub use registry::Registry;
@@ -31,10 +32,7 @@ use std::sync::{Arc, RwLock};
 use axum::body::Bytes;
 use ca_core::Serial;
 use ca_core::ca::IssuingCa;
-use ca_core::event::{CertificateIssued, Event};
-use ca_core::keys::KeyAlgorithm;
 use ca_core::ocsp::{CertId, CertStatus, HashAlgorithm, OcspResponder};
-use ca_core::signer::SoftwareSigner;
 use ca_storage::EventStore;
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +129,11 @@ pub struct Revocation {
     ca: Arc<IssuingCa>,
     cfg: RevocationConfig,
     freshest_url: String,
+    /// Signs with the issuing key: the writer's (or the embedded store's) unless
+    /// `ocsp_delegated_signer` is set.
+    issuing_responder: Arc<OcspResponder>,
+    /// The delegated signer held, if any (until one is, a copy of `issuing_responder`,
+    /// which answers nothing: see [`Revocation::cannot_answer`]).
     responder: RwLock<Arc<OcspResponder>>,
     full: RwLock<Option<Arc<PublishedCrl>>>,
     delta: RwLock<Option<Arc<PublishedCrl>>>,
@@ -152,14 +155,15 @@ impl Revocation {
         public_url: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, AppError> {
-        let responder = OcspResponder::for_ca(&ca)?;
+        let responder = Arc::new(OcspResponder::for_ca(&ca)?);
         let prefix = ca_core::issue::issuer_path_prefix(ca.generation);
         let r = Arc::new(Revocation {
             store,
             freshest_url: format!("{}{prefix}/crl/delta", public_url.trim_end_matches('/')),
             ca,
             cfg,
-            responder: RwLock::new(Arc::new(responder)),
+            issuing_responder: responder.clone(),
+            responder: RwLock::new(responder),
             full: RwLock::new(None),
             delta: RwLock::new(None),
             base: std::sync::Mutex::new(None),
@@ -238,7 +242,9 @@ impl Revocation {
                 continue;
             }
             // Just took over: the CRLs served so far are the old writer's, which may predate
-            // its last revocations, and its delegated signer's key is not here.
+            // its last revocations, and a delegated signer it holds is one the old writer
+            // issued it (without `ocsp_delegated_signer`, `responder()` has switched to
+            // the issuing key already).
             let took_over = !std::mem::replace(&mut wrote, true);
             if self.cfg.ocsp_delegated_signer
                 && (took_over || self.signer_needs_rotation())
@@ -289,44 +295,14 @@ impl Revocation {
         read(&self.full).clone().is_none_or(|f| f.covers_generation < g)
     }
 
+    /// Who signs OCSP answers now: the issuing key when this instance writes and no
+    /// delegated signer is configured (so a takeover switches at once), else the delegated
+    /// signer held.
     fn responder(&self) -> Arc<OcspResponder> {
+        if !self.cfg.ocsp_delegated_signer && self.writes() {
+            return self.issuing_responder.clone();
+        }
         read(&self.responder).clone()
-    }
-
-    fn signer_needs_rotation(&self) -> bool {
-        self.responder()
-            .delegated_not_after()
-            .is_some_and(|na| now_unix() >= na - self.cfg.ocsp_signer_validity_secs as i64 / 2)
-    }
-
-    /// Issue a fresh delegated OCSP-signing certificate (logged like any issuance) and
-    /// switch to it. Cached answers signed by the old one stay valid until they refresh.
-    async fn rotate_ocsp_signer(&self) -> Result<(), AppError> {
-        let now = now_unix();
-        let (der, key) = ca_core::ocsp::issue_ocsp_signer(
-            &self.ca,
-            KeyAlgorithm::EcdsaP256,
-            now,
-            self.cfg.ocsp_signer_validity_secs,
-        )?;
-        let signer = Arc::new(SoftwareSigner::from_pkcs8(key.der())?);
-        let responder = OcspResponder::delegated(&self.ca, der.clone(), signer)?;
-        let (serial, not_before, not_after) = cert_facts(&der)?;
-        self.store
-            .append(vec![Event::CertificateIssued(CertificateIssued {
-                serial,
-                certificate_der: der,
-                profile: "ocsp-signing".into(),
-                requester: "ca-server".into(),
-                not_before,
-                not_after,
-                names: vec![],
-                issuer_generation: self.ca.generation,
-            })])
-            .await?;
-        *write(&self.responder) = Arc::new(responder);
-        tracing::info!(not_after, "delegated OCSP signer issued");
-        Ok(())
     }
 
     /// A revocation recorded at log `seq` is durable: invalidate the serial's cached answers
@@ -355,7 +331,7 @@ impl Revocation {
     /// The replica's lag behind the database, when it is over `follower_max_lag_ms` and
     /// this instance does not write: its answers could miss a revocation the writer
     /// acknowledged, so it gives none (`tryLater`, and `/readyz` says why).
-    pub fn replica_too_stale(&self) -> Option<std::time::Duration> {
+    fn replica_too_stale(&self) -> Option<std::time::Duration> {
         let lag = self.store.replica_staleness()?;
         (lag.as_millis() > u128::from(self.cfg.follower_max_lag_ms) && !self.writes()).then_some(lag)
     }
@@ -415,13 +391,4 @@ impl Revocation {
             },
         })
     }
-}
-
-/// Serial and validity of a certificate we just built.
-fn cert_facts(der: &[u8]) -> Result<(Serial, i64, i64), AppError> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, x) =
-        X509Certificate::from_der(der).map_err(|e| AppError::Io(format!("parsing own certificate: {e}")))?;
-    let serial = Serial::from_bytes(x.raw_serial())?;
-    Ok((serial, x.validity().not_before.timestamp(), x.validity().not_after.timestamp()))
 }

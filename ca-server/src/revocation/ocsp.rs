@@ -50,13 +50,14 @@ impl Revocation {
     }
 
     /// Why this instance must not answer now, if it must not: its replica is too far behind
-    /// (it does not write), or a delegated signer is configured and it has none (only the
-    /// writer issues one; the issuing key does not stand in for it).
-    fn cannot_answer(&self) -> Option<String> {
+    /// (it does not write), or it needs a delegated signer and holds none: it does not
+    /// write (only the writer signs with the issuing key), or `ocsp_delegated_signer` is
+    /// set. The issuing key does not stand in for a missing delegated signer.
+    pub fn cannot_answer(&self) -> Option<String> {
         if let Some(lag) = self.replica_too_stale() {
             return Some(format!("the replica is {} ms behind the database", lag.as_millis()));
         }
-        (self.cfg.ocsp_delegated_signer && self.responder().delegated_not_after().is_none())
+        ((self.cfg.ocsp_delegated_signer || !self.writes()) && !self.holds_signer())
             .then(|| "no delegated OCSP signer on this instance".to_string())
     }
 
@@ -133,6 +134,9 @@ impl Revocation {
     /// right after a revocation.
     pub async fn revoked_and_presign(&self, serial: &Serial, seq: u64, pool: &SigningPool) {
         self.revoked(serial, seq);
+        if self.cannot_answer().is_some() {
+            return;
+        }
         let responder = self.responder();
         for h in [HashAlgorithm::Sha1, HashAlgorithm::Sha256] {
             let id = responder.cert_id(h, serial);

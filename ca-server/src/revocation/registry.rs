@@ -64,6 +64,12 @@ impl Registry {
         m.values().cloned().collect()
     }
 
+    /// The issuers for which this instance (one that does not write) needs a delegated
+    /// OCSP signer from the writer.
+    pub fn wanting_signers(&self) -> Vec<Arc<Revocation>> {
+        self.all().into_iter().filter(|r| r.wants_signer_from_writer()).collect()
+    }
+
     /// Issuer `generation`'s revocation side.
     pub fn get(&self, generation: u32) -> Option<Arc<Revocation>> {
         let m = read(&self.by_generation);
