@@ -1,6 +1,6 @@
 //! Issue 13's failover test: two ca-server instances on a PostgreSQL primary with a
-//! synchronous standby (scripts/pg-cluster.sh), under concurrent SignCsr and Revoke that
-//! follow the writer.
+//! synchronous standby (scripts/pg-cluster.sh), under concurrent SignCsr, Revoke and ACME
+//! orders (instant-acme, http-01) that follow the writer.
 //!
 //! 1. `kill -9` of the writer instance: the other takes the lease and issues.
 //! 2. The killed one restarts as a follower; the writer is paused (SIGSTOP), the other
@@ -10,7 +10,7 @@
 //!    reconnects and issues.
 //!
 //! After each: every acknowledged certificate and revocation is there with the same DER,
-//! no serial twice, the log's epochs never go back, `audit verify` passes, and a
+//! every finished ACME order is still `valid` with the same certificate, no serial twice, the log's epochs never go back, `audit verify` passes, and a
 //! WatchEvents subscriber (following whichever instance lives) saw a gap-free chain with
 //! every acknowledged item. At the end a fresh instance built from the promoted database
 //! alone has all of it. The second test shows the check can fail: with an asynchronous,
@@ -20,10 +20,13 @@
 mod common;
 mod failover;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::acme::ChallSrv;
 use common::*;
 use failover::*;
 
@@ -32,9 +35,13 @@ use failover::*;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SIGNERS: usize = 4;
+const ACME_CALLERS: usize = 2;
 
-fn serve(dir: &Path, url: &str, cfg: &Path) -> Server {
-    Server::start_with(dir, &["--storage-url", url, "--config", cfg.to_str().unwrap()])
+/// An instance on `url`, with ACME validated against `chall` when given.
+fn serve(dir: &Path, url: &str, cfg: &Path, chall: Option<&ChallSrv>) -> Server {
+    let mut args: Vec<String> = chall.map(ChallSrv::server_args).unwrap_or_default();
+    args.extend(["--storage-url".into(), url.into(), "--config".into(), cfg.display().to_string()]);
+    Server::start_with(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn signal(server: &Server, sig: &str) {
@@ -63,31 +70,65 @@ async fn acked_since(ledger: &SharedLedger, t: Instant, n: usize, what: &str) {
     }
 }
 
-/// The ledger's counters now, to report each phase's share.
-fn counts(ledger: &SharedLedger) -> (usize, usize, u64, u64, u64) {
-    let l = ledger.lock().unwrap();
-    (l.certs.len(), l.revoked.len(), l.unavailable, l.timeouts, l.dropped)
+/// Poll until an ACME order sent at or after `t` finished (the ACME callers followed the
+/// writer).
+async fn acme_orders_since(ledger: &SharedLedger, t: Instant, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let l = ledger.lock().unwrap();
+            let acme: HashSet<&str> = l.acme_orders.iter().map(|o| o.serial.as_str()).collect();
+            if l.certs.iter().any(|c| c.sent >= t && acme.contains(c.serial.as_str())) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: none finished; errors {:?}", l.errors);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-fn report(phase: &str, ledger: &SharedLedger, before: (usize, usize, u64, u64, u64), fault: Instant) {
+/// The ledger's counters now, to report each phase's share.
+fn counts(ledger: &SharedLedger) -> [u64; 6] {
+    let l = ledger.lock().unwrap();
+    [
+        l.certs.len() as u64,
+        l.revoked.len() as u64,
+        l.acme_orders.len() as u64,
+        l.unavailable,
+        l.timeouts,
+        l.dropped,
+    ]
+}
+
+fn report(phase: &str, ledger: &SharedLedger, before: [u64; 6], fault: Instant) {
     let now = counts(ledger);
+    let d: Vec<u64> = now.iter().zip(before).map(|(n, b)| n - b).collect();
     let again = ledger.lock().unwrap().issuing_again_after(fault).unwrap();
     eprintln!(
-        "{phase}: {} certificates and {} revocations acknowledged ({} and {} in all), {} UNAVAILABLE, {} timeouts, {} connections \
-         lost; issuing again {} ms after the fault",
-        now.0 - before.0,
-        now.1 - before.1,
-        now.0,
-        now.1,
-        now.2 - before.2,
-        now.3 - before.3,
-        now.4 - before.4,
+        "{phase}: {} certificates ({} of them by ACME orders) and {} revocations acknowledged ({}, {} and {} in all), \
+         {} UNAVAILABLE (or ACME 503), {} timeouts, {} connections lost; issuing again {} ms after the fault",
+        d[0],
+        d[2],
+        d[1],
+        now[0],
+        now[2],
+        now[1],
+        d[3],
+        d[4],
+        d[5],
         again.as_millis()
     );
 }
 
-/// Everything checked after each phase, `server` being the instance that writes now.
-async fn check(phase: &str, cluster: &Cluster, ledger: &SharedLedger, sub: &Subscriber, server: &Server) {
+/// Everything checked after each phase, `server` (in `slot` of `nodes`) being the
+/// instance that writes now.
+async fn check(
+    phase: &str,
+    cluster: &Cluster,
+    ledger: &SharedLedger,
+    sub: &Subscriber,
+    (nodes, slot, server): (&Nodes, usize, &Server),
+) {
     let seen = sub.caught_up(next_seq(server)).await;
     let l = ledger.lock().unwrap().clone();
     assert!(l.errors.is_empty(), "{phase}: only UNAVAILABLE may fail: {:?}", l.errors);
@@ -99,6 +140,7 @@ async fn check(phase: &str, cluster: &Cluster, ledger: &SharedLedger, sub: &Subs
         "{phase}: acknowledged but not seen by the subscriber"
     );
     assert_eq!(losses(server, &l, &seen).await, Vec::<String>::new(), "{phase}: acknowledged and lost");
+    assert_eq!(acme_losses(nodes, slot, &l).await, Vec::<String>::new(), "{phase}: finished ACME orders");
     let back = "SELECT count(*) FROM (SELECT epoch < max(epoch) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS back FROM ca_log) t WHERE back";
     assert_eq!(cluster.sql(back), "0", "{phase}: a record of an older epoch after a newer one");
     let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--storage-url", &cluster.url]));
@@ -119,10 +161,11 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("ca.toml");
     std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    let chall = Arc::new(ChallSrv::start());
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = serve(&dir_a, &cluster.url, &cfg);
+    let a = serve(&dir_a, &cluster.url, &cfg, Some(&chall));
     copy_keys(&dir_a, &dir_b);
-    let b = serve(&dir_b, &cluster.url, &cfg);
+    let b = serve(&dir_b, &cluster.url, &cfg, Some(&chall));
     let nodes = Nodes::new(&a, 2);
     nodes.set(1, &b);
     let ledger = SharedLedger::default();
@@ -131,20 +174,24 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
     // 1. kill -9 the writer instance (A): B takes over and issues.
     let before = counts(&ledger);
     let load = Load::start(&nodes, &ledger, 0, SIGNERS, "p1-");
+    let acme = AcmeLoad::start(&nodes, &chall, &ledger, 0, ACME_CALLERS, "p1-").await;
     acked_since(&ledger, started, 100, "issuing on A").await;
     a.kill9();
     let fault = Instant::now();
     acked_since(&ledger, fault, 50, "B taking over after A's kill -9").await;
+    acme_orders_since(&ledger, fault, "ACME orders on B after A's kill -9").await;
     load.stop().await;
+    acme.stop().await;
     report("writer kill -9", &ledger, before, fault);
-    check("writer kill -9", &cluster, &ledger, &sub, &b).await;
+    check("writer kill -9", &cluster, &ledger, &sub, (&nodes, 1, &b)).await;
 
     // 2. A restarts as a follower; B (the writer) is paused, A takes over, B resumes.
-    let a = serve(&dir_a, &cluster.url, &cfg);
+    let a = serve(&dir_a, &cluster.url, &cfg, Some(&chall));
     nodes.set(0, &a);
     sub.slot.store(0, std::sync::atomic::Ordering::Relaxed);
     let before = counts(&ledger);
     let mut load = Load::start(&nodes, &ledger, 1, SIGNERS, "p2-");
+    let acme = AcmeLoad::start(&nodes, &chall, &ledger, 1, ACME_CALLERS, "p2-").await;
     load.pin(1, "pinned-before");
     acked_since(&ledger, Instant::now(), 100, "issuing on B").await;
     signal(&b, "-STOP");
@@ -152,6 +199,7 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
     // Requests sent to B while it is paused: B may only refuse them once it resumes.
     load.pin(1, "pinned-paused");
     acked_since(&ledger, fault, 50, "A taking over from the paused B").await;
+    acme_orders_since(&ledger, fault, "ACME orders on A while B is paused").await;
     signal(&b, "-CONT");
     let resumed = Instant::now();
     // The resumed B answers what was sent to it while paused, and what comes after.
@@ -172,6 +220,7 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     load.stop().await;
+    acme.stop().await;
     {
         let l = ledger.lock().unwrap();
         let paused: Vec<_> = l.pinned.iter().filter(|p| p.1 >= fault).collect();
@@ -190,27 +239,31 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
         );
     }
     report("writer paused", &ledger, before, fault);
-    check("writer paused", &cluster, &ledger, &sub, &a).await;
+    check("writer paused", &cluster, &ledger, &sub, (&nodes, 0, &a)).await;
 
     // 3. kill -9 the PostgreSQL primary, promote the standby: the writer reconnects.
     sub.slot.store(1, std::sync::atomic::Ordering::Relaxed);
     let before = counts(&ledger);
     let load = Load::start(&nodes, &ledger, 0, SIGNERS, "p3-");
+    let acme = AcmeLoad::start(&nodes, &chall, &ledger, 0, ACME_CALLERS, "p3-").await;
     acked_since(&ledger, Instant::now(), 100, "issuing on A").await;
     cluster.run(&["kill-primary"]);
     let fault = Instant::now();
     cluster.run(&["promote"]);
     let promoted = Instant::now();
     acked_since(&ledger, promoted, 50, "issuing after the promotion").await;
+    acme_orders_since(&ledger, promoted, "ACME orders after the promotion").await;
     load.stop().await;
+    acme.stop().await;
     report("primary kill -9 + promote", &ledger, before, fault);
     eprintln!(
         "promote took {} ms; issuing again {} ms after it",
         (promoted - fault).as_millis(),
         ledger.lock().unwrap().issuing_again_after(promoted).unwrap().as_millis()
     );
-    let writer = if ledger.lock().unwrap().certs.last().unwrap().slot == 0 { &a } else { &b };
-    check("primary kill -9 + promote", &cluster, &ledger, &sub, writer).await;
+    let slot = ledger.lock().unwrap().certs.last().unwrap().slot;
+    let writer = if slot == 0 { &a } else { &b };
+    check("primary kill -9 + promote", &cluster, &ledger, &sub, (&nodes, slot, writer)).await;
     let seen = sub.seen.lock().unwrap().clone();
     sub.stop().await;
 
@@ -219,10 +272,14 @@ async fn acknowledged_work_survives_writer_kill9_pause_and_primary_failover() {
     assert!(b.stop().success());
     let dir_c = tmp.path().join("c");
     copy_keys(&dir_a, &dir_c);
-    let c = serve(&dir_c, &cluster.url, &cfg);
+    let c = serve(&dir_c, &cluster.url, &cfg, Some(&chall));
     let l = ledger.lock().unwrap().clone();
     let lost = losses(&c, &l, &seen).await;
     assert_eq!(lost, Vec::<String>::new(), "acknowledged and lost on the promoted database");
+    nodes.set(0, &c);
+    let lost = acme_losses(&nodes, 0, &l).await;
+    assert_eq!(lost, Vec::<String>::new(), "finished ACME orders on the promoted database");
+    eprintln!("{} finished ACME orders served as valid, same certificates", l.acme_orders.len());
     assert!(c.stop().success());
     eprintln!("the whole scenario took {} ms", started.elapsed().as_millis());
 }
@@ -238,7 +295,7 @@ async fn the_check_detects_acknowledged_loss_with_an_asynchronous_paused_standby
     let cfg = tmp.path().join("ca.toml");
     std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
     let dir_a = tmp.path().join("a");
-    let a = serve(&dir_a, &cluster.url, &cfg);
+    let a = serve(&dir_a, &cluster.url, &cfg, None);
     let nodes = Nodes::new(&a, 1);
     let ledger = SharedLedger::default();
     let sub = Subscriber::start(&nodes, 0);
@@ -261,7 +318,7 @@ async fn the_check_detects_acknowledged_loss_with_an_asynchronous_paused_standby
 
     let dir_c = tmp.path().join("c");
     copy_keys(&dir_a, &dir_c);
-    let c = serve(&dir_c, &cluster.url, &cfg);
+    let c = serve(&dir_c, &cluster.url, &cfg, None);
     let l = ledger.lock().unwrap().clone();
     let lost = losses(&c, &l, &seen).await;
     let certs = lost.iter().filter(|m| m.starts_with("certificate")).count();

@@ -20,6 +20,10 @@ use crate::error::AppError;
 /// Largest JWS body accepted (a CSR with many names fits easily).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Retry-After of a 503 while the event store is unavailable (no writer, a takeover, a
+/// lost database connection).
+const STORE_RETRY_AFTER_SECS: u64 = 3;
+
 /// An ACME error on its way to the wire: RFC 7807 problem document.
 #[derive(Debug)]
 pub struct AcmeError {
@@ -118,7 +122,8 @@ impl From<AppError> for AcmeError {
             AppError::Store(s) if s.is_unavailable() => {
                 let mut p = AcmeError::new(Problem::ServerInternal, s.to_string())
                     .with_status(StatusCode::SERVICE_UNAVAILABLE);
-                p.retry_after = Some(30);
+                // About one takeover (`lease_ttl_ms`, 3 s by default) or a reconnect.
+                p.retry_after = Some(STORE_RETRY_AFTER_SECS);
                 p
             }
             AppError::Store(_) | AppError::Config(_) | AppError::Io(_) | AppError::Internal(_) => {

@@ -1,9 +1,13 @@
 //! The pieces of the failover scenario (tests/pg_failover.rs): a PostgreSQL cluster of the
-//! test's own, the instances' addresses, load that follows the writer, a WatchEvents
-//! subscriber that checks the chain as it goes, and the check of what an instance built
-//! from the database holds of everything acknowledged.
+//! test's own, the instances' addresses, load that follows the writer (gRPC here, ACME in
+//! `acme_load.rs`), a WatchEvents subscriber that checks the chain as it goes, and the
+//! check of what an instance built from the database holds of everything acknowledged.
+
+mod acme_load;
+pub use acme_load::{AcmeLoad, AcmeOrder, acme_losses};
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,26 +81,44 @@ impl Drop for Cluster {
     }
 }
 
-/// The instances' gRPC URLs by slot (`None` while one is down), shared with the load.
+type Addrs = (String, String);
+
+/// The instances' gRPC URLs and ACME addresses by slot (`None` while one is down), shared
+/// with the load.
 #[derive(Clone)]
 pub struct Nodes {
-    urls: Arc<Mutex<Vec<Option<String>>>>,
+    /// `(gRPC URL, ACME address)` by slot.
+    urls: Arc<Mutex<Vec<Option<Addrs>>>>,
     tls: ClientTlsConfig,
+    root: PathBuf,
 }
 
 impl Nodes {
     pub fn new(first: &Server, slots: usize) -> Nodes {
         let mut urls = vec![None; slots];
-        urls[0] = Some(first.grpc.clone());
-        Nodes { urls: Arc::new(Mutex::new(urls)), tls: first.admin_tls() }
+        urls[0] = Some((first.grpc.clone(), first.acme.clone()));
+        Nodes { urls: Arc::new(Mutex::new(urls)), tls: first.admin_tls(), root: first.dir.join("root.pem") }
     }
 
     pub fn set(&self, slot: usize, server: &Server) {
-        self.urls.lock().unwrap()[slot] = Some(server.grpc.clone());
+        self.urls.lock().unwrap()[slot] = Some((server.grpc.clone(), server.acme.clone()));
     }
 
     fn slots(&self) -> usize {
         self.urls.lock().unwrap().len()
+    }
+
+    fn grpc(&self, slot: usize) -> Option<String> {
+        self.urls.lock().unwrap()[slot].as_ref().map(|(g, _)| g.clone())
+    }
+
+    fn acme(&self, slot: usize) -> Option<String> {
+        self.urls.lock().unwrap()[slot].as_ref().map(|(_, a)| a.clone()).filter(|a| !a.is_empty())
+    }
+
+    /// The CA root every instance shares (their listeners' certificates chain to it).
+    fn root(&self) -> PathBuf {
+        self.root.clone()
     }
 }
 
@@ -112,7 +134,7 @@ impl Clients {
     }
 
     fn get(&mut self, slot: usize) -> Option<CertificateAuthorityClient<Channel>> {
-        let url = self.nodes.urls.lock().unwrap()[slot].clone()?;
+        let url = self.nodes.grpc(slot)?;
         if self.cache[slot].as_ref().is_none_or(|(u, _)| *u != url) {
             let ep = Endpoint::from_shared(url.clone()).unwrap().tls_config(self.nodes.tls.clone()).unwrap();
             let ch = ep.connect_timeout(Duration::from_secs(1)).connect_lazy();
@@ -156,6 +178,10 @@ pub struct Ledger {
     pub errors: Vec<String>,
     /// The pinned callers' answers: (slot, sent, Ok(serial) or the refusal's code).
     pub pinned: Vec<(usize, Instant, Result<String, tonic::Code>)>,
+    /// The ACME callers' account, and their finished orders (whose certificates are in
+    /// `certs` too).
+    pub acme_account: Option<acme_load::Registered>,
+    pub acme_orders: Vec<AcmeOrder>,
 }
 
 impl Ledger {
