@@ -282,6 +282,7 @@ pub struct OcspResponder {
 
 struct Delegated {
     cert_der: Vec<u8>,
+    not_before: UnixSeconds,
     not_after: UnixSeconds,
 }
 
@@ -319,8 +320,9 @@ impl OcspResponder {
         if x.public_key().subject_public_key.data.as_ref() != signer.public_key_raw() {
             return Err(bad("the key does not match the certificate".into()));
         }
-        let not_after = x.validity().not_after.timestamp();
-        Self::build(ca, signer, Some(Delegated { cert_der, not_after }))
+        let (not_before, not_after) =
+            (x.validity().not_before.timestamp(), x.validity().not_after.timestamp());
+        Self::build(ca, signer, Some(Delegated { cert_der, not_before, not_after }))
     }
 
     fn build(ca: &IssuingCa, signer: Arc<dyn Signer>, delegated: Option<Delegated>) -> Result<Self, Error> {
@@ -374,6 +376,16 @@ impl OcspResponder {
     /// When the delegated signing certificate expires (rotate well before).
     pub fn delegated_not_after(&self) -> Option<UnixSeconds> {
         self.delegated.as_ref().map(|d| d.not_after)
+    }
+
+    /// Half-way through the delegated signing certificate's lifetime, from when it was
+    /// issued (notBefore is backdated) to notAfter: when to replace it, whoever chose the
+    /// lifetime.
+    pub fn delegated_halfway(&self) -> Option<UnixSeconds> {
+        self.delegated.as_ref().map(|d| {
+            let issued = (d.not_before + OCSP_SIGNER_BACKDATE_SECS).min(d.not_after);
+            issued + (d.not_after - issued) / 2
+        })
     }
 
     /// SHA-1 of the responder's public key: the ResponderID (byKey) of every response.

@@ -596,6 +596,8 @@ fn delegated_ocsp_signer_is_well_formed_and_its_responses_verify() {
     let responder = OcspResponder::delegated(&pki.ca, cert.clone(), signer).unwrap();
     assert_eq!(responder.delegated_cert_der(), Some(cert.as_slice()));
     assert_eq!(responder.delegated_not_after(), Some(t + 3 * 86_400));
+    // Replaced half-way through its lifetime, counted from issuance (notBefore is backdated).
+    assert_eq!(responder.delegated_halfway(), Some(t + 3 * 86_400 / 2));
 
     for (file, status, expect) in [
         ("good.pem", CertStatus::Good, "good.pem: good"),

@@ -57,12 +57,12 @@ fn delegated(out: &str) -> bool {
     out.contains("Response verify OK") && out.contains("OCSP Responder")
 }
 
-/// Two instances on the database at `url` with a 1 s lease, the second with the first's
-/// keys: `(their scratch dir, the writer, the follower)`.
-fn two_instances(url: &str) -> (tempfile::TempDir, Server, Server) {
+/// Two instances on the database at `url` with a 1 s lease and `config` besides, the
+/// second with the first's keys: `(their scratch dir, the writer, the follower)`.
+fn two_instances(url: &str, config: &str) -> (tempfile::TempDir, Server, Server) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("ca.toml");
-    std::fs::write(&cfg, "[storage]\nlease_ttl_ms = 1000\n").unwrap();
+    std::fs::write(&cfg, format!("[storage]\nlease_ttl_ms = 1000\n{config}")).unwrap();
     let args = ["--storage-url", url, "--config", cfg.to_str().unwrap()];
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
     let a = Server::start_with(&dir_a, &args);
@@ -83,7 +83,7 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replica() {
     let db = pg::Pg::start();
     let url = db.database("ca");
-    let (tmp, a, b) = two_instances(&url);
+    let (tmp, a, b) = two_instances(&url, "");
     let work = tmp.path();
     let dir_a = a.dir.clone();
     let intermediate = dir_a.join("intermediate.pem");
@@ -223,7 +223,7 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
 async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_key_is_there() {
     let db = pg::Pg::start();
     let url = db.database("ca");
-    let (_tmp, a, b) = two_instances(&url);
+    let (_tmp, a, b) = two_instances(&url, "");
     let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
 
     let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
@@ -275,4 +275,49 @@ async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_k
         "issued by the rotated issuer"
     );
     assert!(b.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_renews_its_delegated_ocsp_signer_half_way_through_the_lifetime_the_writer_gives() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    // Signers live 8 s: the follower asks for a new one about every 4 s.
+    let (tmp, a, b) = two_instances(&url, "[revocation]\nocsp_signer_validity_secs = 8\n");
+    let (work, dir_a) = (tmp.path(), a.dir.clone());
+    wait_for("the follower is ready", Duration::from_secs(5), || b.http_get("/readyz").0 == 200);
+    let started = Instant::now();
+    let mut ca = a.client().await;
+    let leaf = ca
+        .sign_csr(SignCsrRequest {
+            csr: csr_for(&["svc.example.internal"]),
+            profile: String::new(),
+            validity_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::write(work.join("leaf.pem"), &leaf.certificate_pem).unwrap();
+    // Answers stay verifiable across renewals (each renewal installs a valid signer).
+    while started.elapsed() < Duration::from_secs(10) {
+        let out = ocsp(work, &dir_a, &b.http);
+        assert!(delegated(&out) && out.contains("leaf.pem: good"), "{out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let signers: Vec<_> =
+        list_all(&mut ca, 100, 0).await.into_iter().filter(|c| c.profile == "ocsp-signing").collect();
+    assert!(
+        signers.iter().all(|c| c.requester == "grpc:spiffe://ca-server/admin" && c.names.is_empty()),
+        "{signers:?}"
+    );
+    eprintln!(
+        "{} delegated signers issued to the follower in {} ms",
+        signers.len(),
+        started.elapsed().as_millis()
+    );
+    // The first at start, then one about every 4 s: not one per second.
+    assert!((3..=5).contains(&signers.len()), "{} signers in about 11 s: {signers:?}", signers.len());
+    assert!(
+        signers.iter().all(|c| c.not_after_unix - c.not_before_unix == 68),
+        "8 s, notBefore backdated 60 s"
+    );
 }

@@ -270,8 +270,8 @@ impl Revocation {
         if let Some(d) = read(&self.delta).clone() {
             due = due.min(d.this_update + (d.next_update - d.this_update) / 2);
         }
-        if let Some(na) = self.responder().delegated_not_after() {
-            due = due.min(na - self.cfg.ocsp_signer_validity_secs as i64 / 2);
+        if let Some(t) = self.responder().delegated_halfway() {
+            due = due.min(t);
         }
         let secs = (due - now).clamp(1, 3600) as u64;
         std::time::Duration::from_secs(secs)

@@ -27,11 +27,10 @@ impl Revocation {
         self.responder().delegated_not_after().is_some_and(|na| na > now_unix())
     }
 
-    /// The held delegated signer is past half its lifetime.
+    /// The held delegated signer is past half its lifetime (the lifetime its certificate
+    /// has: on a follower, the writer's `ocsp_signer_validity_secs`).
     pub(super) fn signer_needs_rotation(&self) -> bool {
-        self.responder()
-            .delegated_not_after()
-            .is_some_and(|na| now_unix() >= na - self.cfg.ocsp_signer_validity_secs as i64 / 2)
+        self.responder().delegated_halfway().is_some_and(|t| now_unix() >= t)
     }
 
     /// This instance does not write and needs a delegated signer from the writer: it holds
