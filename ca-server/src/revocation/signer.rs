@@ -42,7 +42,6 @@ impl Revocation {
     }
 
     /// Issue a fresh delegated signer here (logged like any issuance) and switch to it.
-    /// Cached answers signed by the old one stay valid until they refresh.
     pub(super) async fn rotate_ocsp_signer(&self) -> Result<(), AppError> {
         let key = ca_core::keys::generate(KeyAlgorithm::EcdsaP256)?;
         let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pkcs8(key.der())?);
@@ -95,6 +94,9 @@ impl Revocation {
         let responder = OcspResponder::delegated(&self.ca, der, signer)?;
         let not_after = responder.delegated_not_after();
         *write(&self.responder) = Arc::new(responder);
+        // Answers the old signer signed are re-signed on request: the old one expires
+        // before they would otherwise refresh when its lifetime is short.
+        write(&self.cache).clear();
         tracing::info!(issuer = self.ca.generation, not_after, "delegated OCSP signer installed");
         Ok(())
     }
