@@ -71,6 +71,17 @@ fn two_instances(url: &str, config: &str) -> (tempfile::TempDir, Server, Server)
     (tmp, a, b)
 }
 
+/// A certificate for `name` from the default profile.
+async fn issue(
+    ca: &mut ca_proto::v1::certificate_authority_client::CertificateAuthorityClient<
+        tonic::transport::Channel,
+    >,
+    name: &str,
+) -> ca_proto::v1::SignCsrResponse {
+    let req = SignCsrRequest { csr: csr_for(&[name]), profile: String::new(), validity_seconds: 0 };
+    ca.sign_csr(req).await.unwrap().into_inner()
+}
+
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
@@ -110,15 +121,7 @@ async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replic
 
     // A revocation on the writer reaches the follower's CRL, its delta and its OCSP.
     let mut ca = a.client().await;
-    let leaf = ca
-        .sign_csr(SignCsrRequest {
-            csr: csr_for(&["revoked.example.internal"]),
-            profile: String::new(),
-            validity_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let leaf = issue(&mut ca, "revoked.example.internal").await;
     std::fs::write(work.join("leaf.pem"), &leaf.certificate_pem).unwrap();
     ca.revoke(RevokeRequest { serial: leaf.serial.clone(), reason: 1, invalidity_date_unix: 0 })
         .await
@@ -287,15 +290,7 @@ async fn a_follower_renews_its_delegated_ocsp_signer_half_way_through_the_lifeti
     wait_for("the follower is ready", Duration::from_secs(5), || b.http_get("/readyz").0 == 200);
     let started = Instant::now();
     let mut ca = a.client().await;
-    let leaf = ca
-        .sign_csr(SignCsrRequest {
-            csr: csr_for(&["svc.example.internal"]),
-            profile: String::new(),
-            validity_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let leaf = issue(&mut ca, "svc.example.internal").await;
     std::fs::write(work.join("leaf.pem"), &leaf.certificate_pem).unwrap();
     // Answers stay verifiable across renewals (each renewal installs a valid signer).
     while started.elapsed() < Duration::from_secs(10) {

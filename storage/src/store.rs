@@ -556,6 +556,12 @@ impl EventStore {
         }
     }
 
+    /// Whether this instance appends: the embedded store, or a shared store's writer. The
+    /// cheap form of [`role`](Self::role) (one atomic load), for per-request checks.
+    pub fn writes(&self) -> bool {
+        self.inner.pg.get().is_none_or(crate::pg::Node::writes)
+    }
+
     /// For a shared store: how long ago this instance last confirmed that its replica holds
     /// everything the database had (`None` for the embedded store).
     pub fn replica_staleness(&self) -> Option<std::time::Duration> {

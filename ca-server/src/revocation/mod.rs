@@ -210,7 +210,7 @@ impl Revocation {
     /// Whether this instance signs and logs CRLs: the embedded store's server, or the
     /// writer of a shared one.
     fn writes(&self) -> bool {
-        !matches!(self.store.role(), ca_storage::Role::Follower { .. })
+        self.store.writes()
     }
 
     async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>, mut wrote: bool) {

@@ -97,6 +97,10 @@ impl Node {
         self.state.role()
     }
 
+    pub(crate) fn writes(&self) -> bool {
+        self.state.epoch() != 0
+    }
+
     pub(crate) fn staleness(&self) -> Duration {
         self.state.staleness()
     }
