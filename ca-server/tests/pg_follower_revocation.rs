@@ -57,6 +57,23 @@ fn delegated(out: &str) -> bool {
     out.contains("Response verify OK") && out.contains("OCSP Responder")
 }
 
+/// Every time `openssl ocsp -resp_text` prints after `label` ("Next Update:", "Not After :"),
+/// as (year, month, day, hour, minute, second), which orders like the times do.
+fn openssl_times(out: &str, label: &str) -> Vec<(u32, u32, u32, u32, u32, u32)> {
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix(label))
+        .map(|t| {
+            // "Dec  3 13:20:08 2026 GMT"
+            let f: Vec<&str> = t.split_whitespace().collect();
+            let month = MONTHS.iter().position(|m| *m == f[0]).unwrap_or_else(|| panic!("month in {t}"));
+            let hms: Vec<u32> = f[2].split(':').map(|x| x.parse().unwrap()).collect();
+            (f[3].parse().unwrap(), month as u32 + 1, f[1].parse().unwrap(), hms[0], hms[1], hms[2])
+        })
+        .collect()
+}
+
 /// Two instances on the database at `url` with a 1 s lease and `config` besides, the
 /// second with the first's keys: `(their scratch dir, the writer, the follower)`.
 fn two_instances(url: &str, config: &str) -> (tempfile::TempDir, Server, Server) {
@@ -296,6 +313,11 @@ async fn a_follower_renews_its_delegated_ocsp_signer_half_way_through_the_lifeti
     while started.elapsed() < Duration::from_secs(10) {
         let out = ocsp(work, &dir_a, &b.http);
         assert!(delegated(&out) && out.contains("leaf.pem: good"), "{out}");
+        // The answer is not said to hold past its signer's certificate (8 s here, while
+        // ocsp_validity_secs stays at its 4 h default).
+        let (next, signer_ends) = (openssl_times(&out, "Next Update:"), openssl_times(&out, "Not After :"));
+        assert!(signer_ends.len() == 1 && !next.is_empty(), "{out}");
+        assert!(next.iter().all(|n| *n <= signer_ends[0]), "{out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let signers: Vec<_> =

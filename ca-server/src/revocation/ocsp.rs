@@ -83,18 +83,16 @@ impl Revocation {
                 }
             }
         }
-        let validity = self.cfg.ocsp_validity_secs as i64;
+        // An answer is good only while its signer is: a delegated signer's answers say
+        // nextUpdate no later than its certificate's notAfter, whatever the lifetimes set.
+        let next_update = (now + self.cfg.ocsp_validity_secs as i64)
+            .min(responder.delegated_not_after().unwrap_or(i64::MAX));
         let built = pool
             .run(move || {
                 let answers: Vec<SingleAnswer<'_>> = cert_ids
                     .iter()
                     .zip(statuses)
-                    .map(|(cert_id, status)| SingleAnswer {
-                        cert_id,
-                        status,
-                        this_update: now,
-                        next_update: now + validity,
-                    })
+                    .map(|(cert_id, status)| SingleAnswer { cert_id, status, this_update: now, next_update })
                     .collect();
                 ocsp::build_response(&responder, &answers, now, nonce.as_deref())
             })
@@ -124,7 +122,7 @@ impl Revocation {
                 c.remove(&victim);
                 self.metrics.ocsp_cache_evictions.fetch_add(1, Ordering::Relaxed);
             }
-            c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + validity / 2 });
+            c.insert(k, CachedAnswer { der: der.clone(), refresh_at: now + (next_update - now) / 2 });
         }
         der
     }
