@@ -69,8 +69,10 @@ start_server "$BIN/ca-server" pgb --storage-url "$URL" --grpc-addr 127.0.0.1:500
 FOLLOWER_PID=$SERVER_PID
 # It answers OCSP once the writer issued it a delegated signer (/readyz says when).
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8081/readyz >/dev/null && break; sleep 0.1; done
-# The certificates are issued at the writer first (--from-grpc), then queried.
-for who in "writer 127.0.0.1:8080" "follower 127.0.0.1:8081"; do
+# The certificates are issued at the writer first (--from-grpc), then queried. Each instance
+# is measured twice, in the order writer, follower, follower, writer, so neither always
+# runs on the warmer (or the more loaded) machine.
+for who in "writer 127.0.0.1:8080" "follower 127.0.0.1:8081" "follower 127.0.0.1:8081" "writer 127.0.0.1:8080"; do
   set -- $who
   "$BIN/ca-loadtest" -q ocsp --url "http://$2/ocsp" --from-grpc http://127.0.0.1:50051 --certs 100 \
     -n 100000 -c 64 --method post 2>&1 | grep -E 'throughput|latency|errors' | sed "s/^/$1: /"

@@ -24,6 +24,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(crate::readiness::readyz))
+        .route("/readyz/writer", get(crate::readiness::readyz_writer))
         .route("/root.pem", get(root_pem))
         .route("/chain.pem", get(chain_pem))
         .route("/ca.der", get(ca_der))

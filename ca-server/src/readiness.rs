@@ -6,6 +6,11 @@
 //! `follower_max_lag_ms` of the database and a delegated signer from the writer), and
 //! every issuer the log records has its key here. Not ready is a 503 whose body names
 //! every reason, one per line, for the operator and the orchestrator.
+//!
+//! `/readyz/writer` adds one check: this instance writes (the embedded store, or the
+//! PostgreSQL writer). Non-writers refuse writes, naming the writer, so a load balancer in
+//! front of several instances sends `SignCsr`, `Revoke` and ACME to the instance this
+//! answers 200 on (as HAProxy does with Patroni's `/primary`), and reads anywhere.
 
 use std::sync::Arc;
 
@@ -47,7 +52,20 @@ pub fn verdict(
     if reasons.is_empty() { Ok(()) } else { Err(reasons) }
 }
 
-pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+/// Why this instance does not write, when it does not.
+pub fn not_writer(role: &ca_storage::Role) -> Option<String> {
+    match role {
+        ca_storage::Role::Single | ca_storage::Role::Writer { .. } => None,
+        ca_storage::Role::Follower { writer: Some(w) } => {
+            Some(format!("this instance does not write; the writer is {w}"))
+        }
+        ca_storage::Role::Follower { writer: None } => {
+            Some("this instance does not write, and no instance holds the writer lease now".into())
+        }
+    }
+}
+
+async fn checks(app: &App) -> Result<(), Vec<String>> {
     let ca = app.authority.ca();
     let signer = ca.signer().clone();
     let signs = match app.pool.run(move || signer.sign(b"ca-server readiness probe")).await {
@@ -59,8 +77,12 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let crl = current.as_ref().and_then(|r| r.full_crl_next_update());
     let ocsp = current.as_ref().and_then(|r| r.cannot_answer());
     let waiting = app.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    match verdict(app.store.write_failure(), signs, crl, ocsp, &waiting, now_unix()) {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+    verdict(app.store.write_failure(), signs, crl, ocsp, &waiting, now_unix())
+}
+
+fn answer(outcome: Result<(), Vec<String>>, ready: &str) -> (StatusCode, String) {
+    match outcome {
+        Ok(()) => (StatusCode::OK, format!("{ready}\n")),
         Err(reasons) => {
             tracing::warn!(reasons = %reasons.join("; "), "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", reasons.join("\n")))
@@ -68,9 +90,32 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
+pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    answer(checks(&app).await, "ready")
+}
+
+/// `/readyz/writer`: ready, and this instance writes.
+pub async fn readyz_writer(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let mut outcome = checks(&app).await;
+    if let Some(why) = not_writer(&app.store.role()) {
+        outcome = Err(outcome.err().unwrap_or_default().into_iter().chain([why]).collect());
+    }
+    answer(outcome, "ready, writer")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_writer_is_ready_to_write() {
+        assert_eq!(not_writer(&ca_storage::Role::Single), None);
+        assert_eq!(not_writer(&ca_storage::Role::Writer { epoch: 3 }), None);
+        let named = not_writer(&ca_storage::Role::Follower { writer: Some("h pid 7 (gRPC x)".into()) });
+        assert!(named.unwrap().ends_with("the writer is h pid 7 (gRPC x)"));
+        let none = not_writer(&ca_storage::Role::Follower { writer: None }).unwrap();
+        assert!(none.contains("no instance holds the writer lease"), "{none}");
+    }
 
     #[test]
     fn every_failed_check_is_named() {

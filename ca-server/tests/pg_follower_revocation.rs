@@ -99,14 +99,6 @@ async fn issue(
     ca.sign_csr(req).await.unwrap().into_inner()
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_serves_the_writers_crls_and_refuses_ocsp_from_a_stale_replica() {
     let db = pg::Pg::start();

@@ -78,6 +78,12 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A load balancer sends writes to the one instance ready to write.
+    let (st, body) = a.http_get("/readyz/writer");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let (st, body) = b.http_get("/readyz/writer");
+    let body = String::from_utf8_lossy(&body);
+    assert!(st == 503 && body.contains("does not write; the writer is") && body.contains(a_addr), "{body}");
     let work = tmp.path();
     std::fs::write(work.join("leaf.pem"), &last.certificate_pem).unwrap();
     let (ok, out) = openssl(
@@ -110,6 +116,9 @@ async fn the_follower_serves_reads_refuses_writes_naming_the_writer_and_takes_ov
         }
     };
     eprintln!("takeover: the follower issued {} ms after the kill -9", killed.elapsed().as_millis());
+    wait_for("the new writer is ready to write", Duration::from_secs(5), || {
+        b.http_get("/readyz/writer").0 == 200
+    });
     // The lease row names the follower now, under a later epoch.
     let lease = db.sql("ca", "SELECT epoch, holder FROM ca_lease WHERE id = 1");
     let (epoch, holder) = lease.split_once('|').unwrap();

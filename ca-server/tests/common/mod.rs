@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ca_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use tonic::transport::Channel;
@@ -343,4 +343,13 @@ pub fn next_seq(server: &Server) -> u64 {
         .trim()
         .parse()
         .expect("number")
+}
+
+/// Poll `f` every 50 ms until it holds; panic naming `what` after `within`.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
