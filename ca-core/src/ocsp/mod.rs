@@ -41,20 +41,20 @@
 
 use std::sync::Arc;
 
-use ocsp_der::{Decode, Encode};
-use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
-};
 use ring::digest;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::IssuingCa;
 use crate::crl::der;
 use crate::event::RevocationReason;
-use crate::keys::{self, KeyAlgorithm, Pkcs8Key};
-use crate::signer::{Signer, SoftwareSigner};
+use crate::signer::Signer;
 use crate::{Error, Serial, UnixSeconds};
+
+mod request;
+mod signer_cert;
+
+pub use request::{OcspError, OcspRequest, parse_request};
+pub use signer_cert::{SubjectKey, issue_ocsp_signer, ocsp_signer_cert};
 
 /// Requests larger than this are refused before decoding (RFC 5019 requests are ~100 bytes).
 pub const MAX_REQUEST_LEN: usize = 16 * 1024;
@@ -134,48 +134,6 @@ impl CertId {
     }
 }
 
-/// A parsed OCSP request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OcspRequest {
-    /// 1..=[`MAX_CERT_IDS`] CertIDs, in request order.
-    pub cert_ids: Vec<CertId>,
-    /// The nonce extension's extnValue octets (for RFC 8954 clients an OCTET STRING
-    /// holding the nonce), to be passed verbatim to [`build_response`].
-    pub nonce: Option<Vec<u8>>,
-}
-
-/// Why a request was refused; [`OcspError::status`] is the OCSP status to answer with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OcspError {
-    #[error("OCSP request of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
-    #[error("malformed OCSP request: {0}")]
-    Malformed(String),
-    #[error("OCSP request names no certificate")]
-    NoCertIds,
-    #[error("OCSP request names {count} certificates; at most {max} are allowed")]
-    TooManyCertIds { count: usize, max: usize },
-    #[error("OCSP nonce of {len} bytes exceeds the limit of {max} bytes")]
-    NonceTooLong { len: usize, max: usize },
-    #[error("unsupported critical OCSP request extension {0}")]
-    UnsupportedCriticalExtension(String),
-    #[error("unsupported CertID hash algorithm {0}; supported: SHA-1, SHA-256, SHA-384, SHA-512")]
-    UnsupportedHash(String),
-}
-
-impl OcspError {
-    /// The OCSP response status for this error: `unauthorized` when we cannot tell whether
-    /// the CertID is ours (unknown hash algorithm, RFC 5019 2.2.3), `malformedRequest`
-    /// otherwise.
-    pub fn status(&self) -> OcspResponseStatus {
-        match self {
-            OcspError::UnsupportedHash(_) => OcspResponseStatus::Unauthorized,
-            _ => OcspResponseStatus::MalformedRequest,
-        }
-    }
-}
-
 /// The unsuccessful OCSPResponseStatus values (successful responses come from
 /// [`build_response`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,67 +164,8 @@ pub fn error_response(status: OcspResponseStatus) -> Vec<u8> {
 
 const OID_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
 const OID_OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
-const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
-
-/// Parse a DER OCSPRequest. Bounded ([`MAX_REQUEST_LEN`], [`MAX_CERT_IDS`],
-/// [`MAX_NONCE_LEN`]) and never panics. A request signature, if any, is ignored.
-pub fn parse_request(bytes: &[u8]) -> Result<OcspRequest, OcspError> {
-    if bytes.len() > MAX_REQUEST_LEN {
-        return Err(OcspError::TooLarge { len: bytes.len(), max: MAX_REQUEST_LEN });
-    }
-    let req = x509_ocsp::OcspRequest::from_der(bytes).map_err(|e| OcspError::Malformed(e.to_string()))?;
-    let tbs = &req.tbs_request;
-    let count = tbs.request_list.len();
-    if count == 0 {
-        return Err(OcspError::NoCertIds);
-    }
-    if count > MAX_CERT_IDS {
-        return Err(OcspError::TooManyCertIds { count, max: MAX_CERT_IDS });
-    }
-    let mut nonce = None;
-    for ext in tbs.request_extensions.iter().flatten() {
-        if ext.extn_id.as_bytes() == OID_NONCE {
-            let v = ext.extn_value.as_bytes();
-            if v.len() > MAX_NONCE_LEN {
-                return Err(OcspError::NonceTooLong { len: v.len(), max: MAX_NONCE_LEN });
-            }
-            if nonce.is_some() {
-                return Err(OcspError::Malformed("the nonce extension appears twice".into()));
-            }
-            nonce = Some(v.to_vec());
-        } else if ext.critical {
-            return Err(OcspError::UnsupportedCriticalExtension(ext.extn_id.to_string()));
-        }
-    }
-    let mut cert_ids = Vec::with_capacity(count);
-    for r in &tbs.request_list {
-        // Per-certificate extensions (e.g. service locator) are not critical to answering;
-        // a critical one we do not know makes the request unanswerable.
-        if let Some(ext) = r.single_request_extensions.iter().flatten().find(|e| e.critical) {
-            return Err(OcspError::UnsupportedCriticalExtension(ext.extn_id.to_string()));
-        }
-        let id = &r.req_cert;
-        let hash = HashAlgorithm::from_oid(id.hash_algorithm.oid.as_bytes())
-            .ok_or_else(|| OcspError::UnsupportedHash(id.hash_algorithm.oid.to_string()))?;
-        let serial_bytes = id.serial_number.as_bytes();
-        let serial = match serial_bytes.first() {
-            Some(b) if b & 0x80 == 0 => Some(
-                Serial::from_bytes(serial_bytes)
-                    .map_err(|e| OcspError::Malformed(format!("CertID serial: {e}")))?,
-            ),
-            _ => None,
-        };
-        let der = id.to_der().map_err(|e| OcspError::Malformed(e.to_string()))?;
-        cert_ids.push(CertId {
-            hash,
-            issuer_name_hash: id.issuer_name_hash.as_bytes().to_vec(),
-            issuer_key_hash: id.issuer_key_hash.as_bytes().to_vec(),
-            serial,
-            der,
-        });
-    }
-    Ok(OcspRequest { cert_ids, nonce })
-}
+/// How far a delegated OCSP signer's notBefore is backdated.
+const OCSP_SIGNER_BACKDATE_SECS: i64 = 60;
 
 /// Who signs OCSP responses for an issuing CA: the CA itself or a delegated
 /// OCSP-signing certificate it issued. Holds the issuer's name/key hashes under every
@@ -521,68 +420,4 @@ fn write_single(w: &mut Vec<u8>, e: &SingleAnswer<'_>) -> Result<(), Error> {
         der::generalized_time(w, e.this_update)?;
         der::nest(w, der::context_constructed(0), |w| der::generalized_time(w, e.next_update))
     })
-}
-
-/// Lets rcgen take any [`Signer`]'s public key as a certificate's subject key.
-pub struct SubjectKey<'a>(pub &'a dyn Signer);
-
-impl PublicKeyData for SubjectKey<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        self.0.public_key_raw()
-    }
-    fn algorithm(&self) -> &'static SignatureAlgorithm {
-        self.0.key_algorithm().signature_algorithm()
-    }
-}
-
-/// How far a delegated OCSP signer's notBefore is backdated.
-const OCSP_SIGNER_BACKDATE_SECS: i64 = 60;
-
-/// Issue a delegated OCSP-signing certificate for the public key `key` (a signer here,
-/// possibly in an HSM, or a checked CSR from another instance):
-/// CN "`<issuing CA CN>` OCSP Responder", keyUsage digitalSignature, EKU id-kp-OCSPSigning,
-/// id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1: relying parties do not check its status, so
-/// keep `validity_secs` short, e.g. a few days, and rotate), AKI; signed by the issuing CA.
-/// Returns the certificate DER.
-pub fn ocsp_signer_cert(
-    ca: &IssuingCa,
-    key: &impl PublicKeyData,
-    now: UnixSeconds,
-    validity_secs: u64,
-) -> Result<Vec<u8>, Error> {
-    let (_, ca_x) = X509Certificate::from_der(&ca.cert_der)
-        .map_err(|e| Error::Build(format!("issuing CA certificate: {e}")))?;
-    let ca_cn = ca_x.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("CA");
-    let ts =
-        |t: i64| time::OffsetDateTime::from_unix_timestamp(t).map_err(|e| Error::Build(format!("time: {e}")));
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("{ca_cn} OCSP Responder"));
-    p.distinguished_name = dn;
-    p.not_before = ts(now - OCSP_SIGNER_BACKDATE_SECS)?;
-    p.not_after = ts(now.saturating_add(i64::try_from(validity_secs).unwrap_or(i64::MAX)))?;
-    let serial = Serial::random(&ring::rand::SystemRandom::new())?;
-    p.serial_number = Some(SerialNumber::from_slice(serial.as_bytes()));
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
-    p.use_authority_key_identifier_extension = true;
-    p.custom_extensions = vec![CustomExtension::from_oid_content(OID_OCSP_NOCHECK, vec![0x05, 0x00])];
-    let cert = p.signed_by(key, &ca.issuer)?;
-    Ok(cert.der().to_vec())
-}
-
-/// Generate a fresh software key of `alg` and issue a delegated OCSP-signing certificate
-/// for it (see [`ocsp_signer_cert`]). Returns the certificate DER and the PKCS#8 key;
-/// [`OcspResponder::delegated`] turns them into a responder.
-pub fn issue_ocsp_signer(
-    ca: &IssuingCa,
-    alg: KeyAlgorithm,
-    now: UnixSeconds,
-    validity_secs: u64,
-) -> Result<(Vec<u8>, Pkcs8Key), Error> {
-    let key = keys::generate(alg)?;
-    let signer = SoftwareSigner::from_pkcs8(key.der())?;
-    let cert = ocsp_signer_cert(ca, &SubjectKey(&signer), now, validity_secs)?;
-    Ok((cert, key))
 }
