@@ -353,6 +353,20 @@ impl App {
         })
     }
 
+    /// Why this instance must not issue now, if it must not: the log records an issuer newer
+    /// than its current one whose key is not here (a takeover before the operator copied
+    /// the key after a `ca rotate`). Issuing from the older issuer would undo the rotation.
+    pub fn newer_issuer_missing(&self) -> Option<String> {
+        let current = self.authority.ca().generation;
+        let waiting = self.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.iter().filter(|(g, _)| *g > current).max_by_key(|(g, _)| *g).map(|(g, key_ref)| {
+            format!(
+                "issuer generation {g} is in the log but its key ({key_ref}) is not on this instance; \
+                 it issues again once the key is copied here"
+            )
+        })
+    }
+
     /// Issuer `generation` (whose chain goes with its certificates); the current one if the
     /// generation is unknown, which no recorded certificate can name.
     pub fn issuer_of(&self, generation: u32) -> Arc<IssuingCa> {

@@ -38,6 +38,10 @@ pub enum AppError {
     RateLimited { what: String, retry_after: u64 },
     #[error("shutting down")]
     ShuttingDown,
+    /// This instance cannot do it now, though another instance or a later try may (it
+    /// lacks the newest recorded issuer's key); the message says what is missing.
+    #[error("{0}")]
+    Unavailable(String),
     /// A bug caught at a boundary (a panicking signing job); the details are in the log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,6 +83,7 @@ impl From<AppError> for Status {
                 st
             }
             AppError::ShuttingDown => Status::unavailable(e.to_string()),
+            AppError::Unavailable(m) => Status::unavailable(m.clone()),
             // Says why writes stop (a failed disk, free space below the reserve) and what
             // brings them back; nothing in it is secret.
             AppError::Store(s) if s.is_unavailable() => Status::unavailable(s.to_string()),

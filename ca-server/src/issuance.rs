@@ -1,6 +1,7 @@
 //! The one issuance path, shared by gRPC `SignCsr` and ACME finalize: sign on the signing
 //! pool, append `CertificateIssued` (plus any events that must land with it, in the same
-//! group commit) and answer only once that append is durable.
+//! group commit) and answer only once that append is durable. Nothing is issued while the
+//! log records a newer issuer than this instance can sign for (`App::newer_issuer_missing`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,10 @@ impl App {
         sign: impl FnOnce(&Authority) -> Result<CertificateIssued, AppError> + Send + 'static,
         then: impl FnOnce(&CertificateIssued) -> (Vec<Event>, R) + Send + 'static,
     ) -> Result<R, AppError> {
+        if let Some(why) = self.newer_issuer_missing() {
+            self.metrics.sign_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(AppError::Unavailable(why));
+        }
         let app = Arc::clone(self);
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<R, AppError>>();

@@ -29,6 +29,8 @@ pub fn start(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
                 Vec::new()
             }
         };
+        // Published at once: until they are installed this instance issues nothing.
+        publish(&app, &waiting);
         loop {
             tokio::select! {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
@@ -65,10 +67,15 @@ pub fn start(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
                 }
             }
             waiting = still;
-            let mut w = app.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *w = waiting.iter().map(|r| (r.generation, r.key_ref.clone())).collect();
+            publish(&app, &waiting);
         }
     });
+}
+
+/// What `/readyz` names and `App::newer_issuer_missing` refuses issuance for.
+fn publish(app: &App, waiting: &[IssuingCaRotated]) {
+    let mut w = app.issuers_waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *w = waiting.iter().map(|r| (r.generation, r.key_ref.clone())).collect();
 }
 
 /// Install `r` unless this instance has it (the writer that recorded it installs its own,

@@ -330,3 +330,64 @@ async fn a_follower_renews_its_delegated_ocsp_signer_half_way_through_the_lifeti
         "8 s, notBefore backdated 60 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_writer_without_the_newest_issuers_key_issues_nothing_until_the_key_is_there() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    let (_tmp, a, b) = two_instances(&url, "");
+    let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
+    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
+    assert!(ok, "ca rotate: {out}");
+    wait_for("the follower to name the key it lacks", Duration::from_secs(5), || {
+        let (st, body) = b.http_get("/readyz");
+        st == 503 && String::from_utf8_lossy(&body).contains("issuing-1.key")
+    });
+
+    // The writer dies before the operator copied the new key: the follower takes over but
+    // refuses to issue from the old issuer, saying which key it needs.
+    a.kill9();
+    let mut cb = b.client().await;
+    let killed = Instant::now();
+    let sign = || SignCsrRequest {
+        csr: csr_for(&["after.example.internal"]),
+        profile: String::new(),
+        validity_seconds: 0,
+    };
+    loop {
+        let e = match cb.sign_csr(sign()).await {
+            Ok(r) => panic!("issued from the old issuer: {}", r.into_inner().certificate_pem),
+            Err(e) => e,
+        };
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        if e.message().contains("issuer generation 1 is in the log but its key (issuing-1.key)") {
+            break;
+        }
+        assert!(e.message().contains("not the writer"), "{e:?}");
+        assert!(killed.elapsed() < Duration::from_secs(15), "no takeover: {e:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.http_get("/readyz/writer").0, 503);
+
+    // The key arrives: the new writer installs it and issues from the new issuer.
+    let key = dir_b.join("keys/issuing-1.key");
+    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let issued = loop {
+        match cb.sign_csr(sign()).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert!(e.message().contains("issuing-1.key"), "{e:?}");
+                assert!(killed.elapsed() < Duration::from_secs(20), "never issued: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let new_intermediate = std::fs::read_to_string(dir_a.join("intermediate.pem")).unwrap();
+    assert_eq!(ca_core::ca::der_to_pem(&issued.chain_der[0]), new_intermediate, "issued by the new issuer");
+    wait_for("the new writer to be ready to write", Duration::from_secs(5), || {
+        b.http_get("/readyz/writer").0 == 200
+    });
+    assert!(b.stop().success());
+}

@@ -119,6 +119,12 @@ impl From<AppError> for AcmeError {
             }
             AppError::ShuttingDown => AcmeError::new(Problem::ServerInternal, "shutting down")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE),
+            AppError::Unavailable(m) => {
+                let mut p =
+                    AcmeError::new(Problem::ServerInternal, m).with_status(StatusCode::SERVICE_UNAVAILABLE);
+                p.retry_after = Some(STORE_RETRY_AFTER_SECS);
+                p
+            }
             AppError::Store(s) if s.is_unavailable() => {
                 let mut p = AcmeError::new(Problem::ServerInternal, s.to_string())
                     .with_status(StatusCode::SERVICE_UNAVAILABLE);
