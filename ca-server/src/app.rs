@@ -151,8 +151,25 @@ pub fn ensure_ca(
             }
         })?;
         let mut issuers = vec![Arc::new(gen0)];
+        // With a shared store another instance may have rotated while this one was down: a
+        // key not copied here yet is waited for (`issuer_follow.rs`; nothing is issued
+        // meanwhile if it is the newest), as it is when the rotation happens while running.
+        // Embedded, nobody else can bring it: the start fails, naming the key.
+        let shared = store.role() != ca_storage::Role::Single;
         for r in store.issuers()? {
-            let signer = crate::issuer_keys::open_issuing_key(&dd, config, &r.key_ref)?;
+            let signer = match crate::issuer_keys::open_issuing_key(&dd, config, &r.key_ref) {
+                Ok(s) => s,
+                Err(e) if shared => {
+                    tracing::warn!(
+                        generation = r.generation,
+                        key_ref = %r.key_ref,
+                        error = %e,
+                        "a recorded issuer's key is not on this instance; waiting for it"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let ica =
                 IssuingCa::new(r.certificate_der, ca.root_der.clone(), signer)?.with_generation(r.generation);
             issuers.push(Arc::new(ica));
@@ -328,6 +345,14 @@ impl App {
             &public_url,
             metrics.clone(),
         )?;
+        // Before any request: a recorded issuer without its key here blocks issuance from
+        // the start, not only once `issuer_follow` has looked.
+        let waiting = store
+            .issuers()?
+            .into_iter()
+            .filter(|r| issuers.iter().all(|c| c.generation != r.generation))
+            .map(|r| (r.generation, r.key_ref))
+            .collect();
         let authz = Arc::new(crate::authz::Authz::new(
             &config.authz,
             &config.policy,
@@ -344,7 +369,7 @@ impl App {
             metrics,
             revoke_lock: tokio::sync::Mutex::new(()),
             rotate_lock: tokio::sync::Mutex::new(()),
-            issuers_waiting: std::sync::Mutex::default(),
+            issuers_waiting: std::sync::Mutex::new(waiting),
             started: Instant::now(),
             public_url,
             data_dir: config.data_dir.clone(),

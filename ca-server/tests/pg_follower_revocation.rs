@@ -391,3 +391,36 @@ async fn a_new_writer_without_the_newest_issuers_key_issues_nothing_until_the_ke
     });
     assert!(b.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_restarted_without_a_rotated_issuers_key_starts_and_waits_for_it() {
+    let db = pg::Pg::start();
+    let url = db.database("ca");
+    let (tmp, a, b) = two_instances(&url, "");
+    let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
+    // The follower is down while the writer rotates; it comes back without the new key.
+    assert!(b.stop().success());
+    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
+    assert!(ok, "ca rotate: {out}");
+    let cfg = tmp.path().join("ca.toml");
+    let b = Server::start_with(&dir_b, &["--storage-url", &url, "--config", cfg.to_str().unwrap()]);
+    let (st, body) = b.http_get("/readyz");
+    let body = String::from_utf8_lossy(&body);
+    assert!(st == 503 && body.contains("generation 1") && body.contains("issuing-1.key"), "{body}");
+
+    let key = dir_b.join("keys/issuing-1.key");
+    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_for("the follower to be ready", Duration::from_secs(10), || b.http_get("/readyz").0 == 200);
+    assert_eq!(
+        std::fs::read_to_string(dir_b.join("intermediate.pem")).unwrap(),
+        std::fs::read_to_string(dir_a.join("intermediate.pem")).unwrap()
+    );
+    wait_for("the follower to serve the new issuer's CRL", Duration::from_secs(5), || {
+        let (st, crl) = b.http_get("/issuers/1/crl");
+        st == 200 && crl == a.http_get("/issuers/1/crl").1
+    });
+    assert!(b.stop().success());
+    assert!(a.stop().success());
+}

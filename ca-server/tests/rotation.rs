@@ -293,6 +293,19 @@ async fn rotate_with_the_root_key_on_the_server() {
     let (ok, out) = run(Command::new(BIN).args(["audit", "verify", "--data-dir"]).arg(&data));
     assert!(ok && out.starts_with("ok:"), "audit verify: {out}");
     assert!(data.join("keys/issuing-1.key").exists());
+
+    // Embedded, nobody else can bring a recorded issuer's key back: without it the server
+    // refuses to start, naming it (a PostgreSQL instance waits for it instead).
+    std::fs::rename(data.join("keys/issuing-1.key"), work.join("issuing-1.key")).unwrap();
+    let (ok, out) = run(Command::new("timeout").args(["60", BIN, "serve", "--data-dir"]).arg(&data).args([
+        "--insecure-grpc",
+        "--no-acme",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]));
+    assert!(!ok && out.contains("issuing-1.key"), "serve without a recorded issuer's key: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
