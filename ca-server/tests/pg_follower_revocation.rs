@@ -74,6 +74,20 @@ fn openssl_times(out: &str, label: &str) -> Vec<(u32, u32, u32, u32, u32, u32)> 
         .collect()
 }
 
+/// `ca rotate` on the writer `a`: issuer generation 1, its key `keys/issuing-1.key` there.
+fn rotate(a: &Server) {
+    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
+    assert!(ok, "ca rotate: {out}");
+}
+
+/// What an operator does after a rotation: copy the new issuing key (mode 0600).
+fn copy_issuing_key_1(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = to.join("keys/issuing-1.key");
+    std::fs::copy(from.join("keys/issuing-1.key"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Two instances on the database at `url` with a 1 s lease and `config` besides, the
 /// second with the first's keys: `(their scratch dir, the writer, the follower)`.
 fn two_instances(url: &str, config: &str) -> (tempfile::TempDir, Server, Server) {
@@ -238,8 +252,7 @@ async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_k
     let (_tmp, a, b) = two_instances(&url, "");
     let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
 
-    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
-    assert!(ok, "ca rotate: {out}");
+    rotate(&a);
     let ready = |srv: &Server| {
         let (st, body) = srv.http_get("/readyz");
         (st, String::from_utf8_lossy(&body).to_string())
@@ -250,10 +263,7 @@ async fn an_issuer_rotated_on_the_writer_is_installed_on_the_follower_once_its_k
     });
 
     // The key arrives (as an operator copies it): installed without a restart.
-    let key = dir_b.join("keys/issuing-1.key");
-    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    copy_issuing_key_1(&dir_a, &dir_b);
     wait_for("the follower to be ready", Duration::from_secs(10), || ready(&b).0 == 200);
     let new_intermediate = std::fs::read_to_string(dir_a.join("intermediate.pem")).unwrap();
     assert_eq!(std::fs::read_to_string(dir_b.join("intermediate.pem")).unwrap(), new_intermediate);
@@ -337,8 +347,7 @@ async fn a_new_writer_without_the_newest_issuers_key_issues_nothing_until_the_ke
     let url = db.database("ca");
     let (_tmp, a, b) = two_instances(&url, "");
     let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
-    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
-    assert!(ok, "ca rotate: {out}");
+    rotate(&a);
     wait_for("the follower to name the key it lacks", Duration::from_secs(5), || {
         let (st, body) = b.http_get("/readyz");
         st == 503 && String::from_utf8_lossy(&body).contains("issuing-1.key")
@@ -370,10 +379,7 @@ async fn a_new_writer_without_the_newest_issuers_key_issues_nothing_until_the_ke
     assert_eq!(b.http_get("/readyz/writer").0, 503);
 
     // The key arrives: the new writer installs it and issues from the new issuer.
-    let key = dir_b.join("keys/issuing-1.key");
-    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    copy_issuing_key_1(&dir_a, &dir_b);
     let issued = loop {
         match cb.sign_csr(sign()).await {
             Ok(r) => break r.into_inner(),
@@ -400,18 +406,14 @@ async fn a_follower_restarted_without_a_rotated_issuers_key_starts_and_waits_for
     let (dir_a, dir_b) = (a.dir.clone(), b.dir.clone());
     // The follower is down while the writer rotates; it comes back without the new key.
     assert!(b.stop().success());
-    let (ok, out) = run(Command::new(BIN).arg("ca").args(a.cli_conn()).arg("rotate"));
-    assert!(ok, "ca rotate: {out}");
+    rotate(&a);
     let cfg = tmp.path().join("ca.toml");
     let b = Server::start_with(&dir_b, &["--storage-url", &url, "--config", cfg.to_str().unwrap()]);
     let (st, body) = b.http_get("/readyz");
     let body = String::from_utf8_lossy(&body);
     assert!(st == 503 && body.contains("generation 1") && body.contains("issuing-1.key"), "{body}");
 
-    let key = dir_b.join("keys/issuing-1.key");
-    std::fs::copy(dir_a.join("keys/issuing-1.key"), &key).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    copy_issuing_key_1(&dir_a, &dir_b);
     wait_for("the follower to be ready", Duration::from_secs(10), || b.http_get("/readyz").0 == 200);
     assert_eq!(
         std::fs::read_to_string(dir_b.join("intermediate.pem")).unwrap(),
